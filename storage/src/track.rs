@@ -1,0 +1,30 @@
+//! The input this crate records: one video track's parameters and its frames.
+
+use bytes::Bytes;
+
+/// Time base of every timestamp in this crate: 90 kHz, the RTP video clock.
+pub const TIMESCALE: u32 = 90_000;
+
+/// Codec parameters of one video track, as the source describes them.
+///
+/// A change of parameters (a new `Arc<TrackParams>` whose value differs) starts a new segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackParams {
+    /// RFC 6381 codec string, e.g. `avc1.64001F` or `hvc1.1.6.L93.B0`.
+    pub codec: String,
+    pub width: u16,
+    pub height: u16,
+    /// The whole ISO BMFF sample entry box (`avc1`/`hvc1`, header included), ready for `stsd`.
+    pub sample_entry: Bytes,
+}
+
+/// One video frame (access unit) to record.
+#[derive(Clone, Debug)]
+pub struct InputFrame {
+    /// Presentation time in 90 kHz units since the Unix epoch (wall clock anchored at session start).
+    pub time_90k: i64,
+    /// True for a random access point (IDR / IRAP).
+    pub key: bool,
+    /// The access unit as MP4 wants it: NAL units each preceded by a 4-byte big-endian length.
+    pub data: Bytes,
+}
