@@ -3,3 +3,4 @@
 //! storage) so integration tests and benches can drive it in-process.
 
 pub mod camsim;
+pub mod config;
