@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests use on a fresh Debian machine, then runs
+# every test and the short CI bench. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# --- system packages the tests drive for real ---
+# ffmpeg/ffprobe validate every file we write; GStreamer's RTSP server is the third-party
+# camera (interop) and gst-launch the bench's second peer.
+pkgs=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+      gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+      gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- tests ---
+# Release build: the recording tests run real-time cameras, and the bench shares the build.
+echo "==> cargo test (release)"
+cargo test --workspace --release --all-targets 2>&1
+
+if [ -f benches/ingest.rs ]; then
+  echo "==> short ingest bench: 100 channels x 10 s realtime, fails on any lost frame"
+  cargo bench --bench ingest -- --channels 100 --seconds 10 --mode realtime --peer none --check
+fi
