@@ -1,10 +1,10 @@
 //! Fragmented MP4 (ISO/IEC 14496-12) as Understudy writes and reads it: one video track,
 //! timescale 90 kHz, `ftyp` + `moov` (with `mvex`/`trex`), then `moof`+`mdat` pairs.
 //!
-//! Writing uses `mp4-atom`; scanning walks top-level boxes itself so that a torn file
-//! (what a crash or power loss leaves) is measured, never trusted.
-
-use bytes::Bytes;
+//! Writing uses `mp4-atom` for the init segment and hand-written fragment headers; scanning
+//! walks top-level boxes itself so that a torn file (what a crash or power loss leaves) is
+//! measured, never trusted. `FragmentMuxer` turns frames into fragments; `export` re-times
+//! a range of segments into one file.
 
 use crate::track::TrackParams;
 
@@ -51,13 +51,18 @@ pub struct ScanResult {
     pub file_len: u64,
 }
 
-pub mod write;
-pub mod scan;
+mod boxes;
+mod codec;
+pub mod export;
+mod init;
+mod moof;
+pub mod mux;
 pub mod read;
+pub mod scan;
+pub mod write;
 
+pub use export::{write_export, ExportPiece, ExportSummary};
+pub use mux::{Fragment, FragmentMuxer};
 pub use read::read_fragment_samples;
 pub use scan::{repair, scan, RepairOutcome};
-pub use write::{encode_fragment, encode_init};
-
-#[allow(unused)]
-fn _assert_types(_: Bytes) {}
+pub use write::{encode_fragment, encode_init, EncodeError};

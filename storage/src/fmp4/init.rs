@@ -1,0 +1,118 @@
+//! Reading an init segment's `moov` back: the video track's parameters, its track ID and the
+//! `trex` defaults that fragments fall back on (ISO/IEC 14496-12 §8.2, §8.3, §8.4, §8.8.3).
+
+use bytes::Bytes;
+
+use super::boxes::{children, require, Fields};
+use crate::track::{TrackParams, TIMESCALE};
+
+/// Per-sample defaults from `trex` (§8.8.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TrexDefaults {
+    pub duration: u32,
+    pub size: u32,
+    pub flags: u32,
+}
+
+/// What the init segment says about the one video track.
+#[derive(Clone, Debug)]
+pub(crate) struct InitInfo {
+    pub params: TrackParams,
+    pub track_id: u32,
+    pub trex: TrexDefaults,
+}
+
+/// Parses a `moov` body. Errors name the box that is missing or malformed.
+pub(crate) fn parse_moov(moov: &[u8]) -> Result<InitInfo, String> {
+    let mut video = None;
+    for child in children(moov) {
+        let child = child?;
+        if &child.kind == b"trak" {
+            if let Some(found) = video_track(child.body)? {
+                video = Some(found);
+                break;
+            }
+        }
+    }
+    let (track_id, entry) = video.ok_or("no video track in 'moov'")?;
+    let (codec, width, height) = super::codec::describe(entry)?;
+    let mvex = require(moov, b"mvex", "moov")?;
+    let mut trex = None;
+    for child in children(mvex.body) {
+        let child = child?;
+        if &child.kind != b"trex" {
+            continue;
+        }
+        let mut f = Fields::new(child.body, "trex");
+        f.version_flags()?;
+        if f.u32()? != track_id {
+            continue;
+        }
+        let _sample_description_index = f.u32()?;
+        trex = Some(TrexDefaults {
+            duration: f.u32()?,
+            size: f.u32()?,
+            flags: f.u32()?,
+        });
+        break;
+    }
+    let trex = trex.ok_or_else(|| format!("no 'trex' for track {track_id}"))?;
+    Ok(InitInfo {
+        params: TrackParams {
+            codec,
+            width,
+            height,
+            sample_entry: Bytes::copy_from_slice(entry),
+        },
+        track_id,
+        trex,
+    })
+}
+
+/// `(track_ID, first sample entry)` if this `trak` is a video track at 90 kHz.
+fn video_track(trak: &[u8]) -> Result<Option<(u32, &[u8])>, String> {
+    let mdia = require(trak, b"mdia", "trak")?;
+    let hdlr = require(mdia.body, b"hdlr", "mdia")?;
+    let mut f = Fields::new(hdlr.body, "hdlr");
+    f.version_flags()?;
+    let _pre_defined = f.u32()?;
+    if f.take(4)? != b"vide" {
+        return Ok(None);
+    }
+
+    let tkhd = require(trak, b"tkhd", "trak")?;
+    let mut f = Fields::new(tkhd.body, "tkhd");
+    let (version, _) = f.version_flags()?;
+    f.take(if version == 1 { 16 } else { 8 })?; // creation_time, modification_time
+    let track_id = f.u32()?;
+
+    let mdhd = require(mdia.body, b"mdhd", "mdia")?;
+    let mut f = Fields::new(mdhd.body, "mdhd");
+    let (version, _) = f.version_flags()?;
+    f.take(if version == 1 { 16 } else { 8 })?;
+    let timescale = f.u32()?;
+    if timescale != TIMESCALE {
+        return Err(format!(
+            "video track {track_id} has timescale {timescale}, not {TIMESCALE}"
+        ));
+    }
+
+    let minf = require(mdia.body, b"minf", "mdia")?;
+    let stbl = require(minf.body, b"stbl", "minf")?;
+    let stsd = require(stbl.body, b"stsd", "stbl")?;
+    let mut f = Fields::new(stsd.body, "stsd");
+    f.version_flags()?;
+    if f.u32()? == 0 {
+        return Err("'stsd' has no entries".to_owned());
+    }
+    let entries = &stsd.body[8..];
+    let entry = find_first(entries)?.ok_or("'stsd' has no entries")?;
+    Ok(Some((track_id, entry)))
+}
+
+fn find_first(buf: &[u8]) -> Result<Option<&[u8]>, String> {
+    match children(buf).next() {
+        Some(child) => Ok(Some(child?.whole)),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,239 @@
+//! Turning a stream of timed frames into ready-to-write fragments: holds one frame back until
+//! its duration is known, and cuts before every key frame and at least every `max_fragment_90k`.
+
+use bytes::Bytes;
+use tracing::{error, warn};
+
+use super::write::encode_fragment;
+use super::SampleMeta;
+
+/// Default longest fragment: 1 s at 90 kHz.
+pub const DEFAULT_MAX_FRAGMENT_90K: u64 = 90_000;
+/// Duration given to a lone frame whose successor never came: 40 ms (25 fps).
+pub const DEFAULT_FRAME_DURATION_90K: u32 = 3600;
+/// Cut once this much sample data is pending, whatever the time: keeps `mdat` far below 4 GiB.
+const MAX_FRAGMENT_BYTES: u64 = 256 << 20;
+
+/// A complete fragment ready to append to a file: `header`, then each of `data` in order.
+#[derive(Clone, Debug)]
+pub struct Fragment {
+    /// `moof` + `mdat` header.
+    pub header: Vec<u8>,
+    /// The samples' data, in order (write with vectored IO).
+    pub data: Vec<Bytes>,
+    pub samples: Vec<SampleMeta>,
+    /// `mfhd` sequence number.
+    pub sequence: u32,
+    /// `tfdt`, 90 kHz units from the stream's time 0.
+    pub base_time: u64,
+    /// Sum of the sample durations.
+    pub duration: u64,
+    pub starts_with_key: bool,
+}
+
+impl Fragment {
+    /// Bytes this fragment occupies in the file.
+    pub fn len(&self) -> u64 {
+        self.header.len() as u64 + self.data.iter().map(|d| d.len() as u64).sum::<u64>()
+    }
+
+    /// Never true for a fragment the muxer emits (each holds at least one sample).
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+/// The frame waiting for its successor.
+#[derive(Debug)]
+struct Held {
+    /// Effective decode time (after clamping), 90 kHz.
+    time: u64,
+    key: bool,
+    data: Bytes,
+}
+
+/// Samples accumulated for the next fragment.
+#[derive(Debug, Default)]
+struct Pending {
+    base_time: u64,
+    samples: Vec<SampleMeta>,
+    data: Vec<Bytes>,
+    duration: u64,
+    bytes: u64,
+}
+
+/// Builds fragments from frames; see the module docs.
+#[derive(Debug)]
+pub struct FragmentMuxer {
+    max_fragment_90k: u64,
+    next_sequence: u32,
+    held: Option<Held>,
+    pending: Pending,
+    /// End of the last finished sample: no later frame may start before it.
+    finished_until: Option<u64>,
+    last_duration: Option<u32>,
+}
+
+impl Default for FragmentMuxer {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAGMENT_90K)
+    }
+}
+
+impl FragmentMuxer {
+    /// A muxer whose fragments are cut once they hold `max_fragment_90k` of media (at least 1).
+    pub fn new(max_fragment_90k: u64) -> Self {
+        FragmentMuxer {
+            max_fragment_90k: max_fragment_90k.max(1),
+            next_sequence: 1,
+            held: None,
+            pending: Pending::default(),
+            finished_until: None,
+            last_duration: None,
+        }
+    }
+
+    /// Adds a frame at `time` (90 kHz, relative to the stream's time 0). Returns the fragment
+    /// completed by this frame, if it triggered a cut (before a key frame, or once the pending
+    /// media reaches `max_fragment_90k`). The frame itself is held until the next push or flush.
+    pub fn push(&mut self, time: i64, key: bool, data: Bytes) -> Option<Fragment> {
+        if u32::try_from(data.len()).is_err() {
+            error!(time, bytes = data.len(), "dropping frame larger than 4 GiB");
+            return None;
+        }
+        let time = match self.held.take() {
+            Some(held) => {
+                let delta = time.saturating_sub(held.time.try_into().unwrap_or(i64::MAX));
+                let duration = clamp_duration(delta, time);
+                self.finish(held, duration);
+                self.finished_until.unwrap_or(0)
+            }
+            None => self.start_time(time),
+        };
+        let cut = if !self.pending.samples.is_empty()
+            && (key
+                || self.pending.duration >= self.max_fragment_90k
+                || self.pending.bytes + data.len() as u64 > MAX_FRAGMENT_BYTES)
+        {
+            self.cut()
+        } else {
+            None
+        };
+        self.held = Some(Held { time, key, data });
+        cut
+    }
+
+    /// Cuts now: the held frame gets the previous frame's duration (or 40 ms if none).
+    pub fn flush(&mut self) -> Option<Fragment> {
+        let duration = self.last_duration.unwrap_or(DEFAULT_FRAME_DURATION_90K);
+        self.flush_with_duration(duration)
+    }
+
+    /// Cuts now, giving the held frame `duration` (at least 1).
+    pub fn flush_with_duration(&mut self, duration: u32) -> Option<Fragment> {
+        if let Some(held) = self.held.take() {
+            self.finish(held, duration.max(1));
+        }
+        self.cut()
+    }
+
+    /// Media time covered by the fragments emitted and pending so far (end of the last
+    /// finished sample); `None` before the first sample is finished.
+    pub fn finished_until(&self) -> Option<u64> {
+        self.finished_until
+    }
+
+    /// True if a frame is held or samples are pending.
+    pub fn has_pending(&self) -> bool {
+        self.held.is_some() || !self.pending.samples.is_empty()
+    }
+
+    /// Effective time of a frame that follows no held frame: not before what is already
+    /// finished, and not negative.
+    fn start_time(&self, time: i64) -> u64 {
+        let floor = self.finished_until.unwrap_or(0);
+        match u64::try_from(time) {
+            Ok(t) if t >= floor => t,
+            _ => {
+                warn!(
+                    time,
+                    floor, "frame time before the end of the previous frame; moved forward"
+                );
+                floor
+            }
+        }
+    }
+
+    fn finish(&mut self, held: Held, duration: u32) {
+        let p = &mut self.pending;
+        if p.samples.is_empty() {
+            p.base_time = held.time;
+        }
+        p.samples.push(SampleMeta {
+            duration,
+            size: held.data.len() as u32,
+            key: held.key,
+        });
+        p.duration += u64::from(duration);
+        p.bytes += held.data.len() as u64;
+        p.data.push(held.data);
+        self.finished_until = Some(held.time + u64::from(duration));
+        self.last_duration = Some(duration);
+    }
+
+    fn cut(&mut self) -> Option<Fragment> {
+        if self.pending.samples.is_empty() {
+            return None;
+        }
+        let capacity = self.pending.samples.len();
+        let p = std::mem::replace(
+            &mut self.pending,
+            Pending {
+                samples: Vec::with_capacity(capacity),
+                data: Vec::with_capacity(capacity),
+                ..Default::default()
+            },
+        );
+        let sequence = self.next_sequence;
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        let header = match encode_fragment(sequence, p.base_time, &p.samples) {
+            Ok(h) => h,
+            Err(e) => {
+                // Unreachable: samples are non-empty and their bytes are capped well under 4 GiB.
+                error!(sequence, error = %e, "dropping fragment that could not be encoded");
+                return None;
+            }
+        };
+        let starts_with_key = p.samples.first().is_some_and(|s| s.key);
+        Some(Fragment {
+            header,
+            data: p.data,
+            samples: p.samples,
+            sequence,
+            base_time: p.base_time,
+            duration: p.duration,
+            starts_with_key,
+        })
+    }
+}
+
+/// A sample duration from the gap to the next frame: at least 1, at most `u32::MAX`.
+fn clamp_duration(delta: i64, time: i64) -> u32 {
+    match u32::try_from(delta) {
+        Ok(0) | Err(_) if delta <= 0 => {
+            warn!(
+                time,
+                delta, "frame time not after the previous frame's; previous frame given duration 1"
+            );
+            1
+        }
+        Ok(d) => d,
+        Err(_) => {
+            warn!(
+                time,
+                delta, "gap between frames too long for one sample; clamped"
+            );
+            u32::MAX
+        }
+    }
+}
