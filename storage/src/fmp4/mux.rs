@@ -237,3 +237,112 @@ fn clamp_duration(delta: i64, time: i64) -> u32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![n as u8 + 1; n % 7 + 1])
+    }
+
+    /// Pushes (time, key) frames; returns every fragment including the final flush.
+    fn run(max: u64, frames: &[(i64, bool)]) -> Vec<Fragment> {
+        let mut m = FragmentMuxer::new(max);
+        let mut out: Vec<Fragment> = frames
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(t, k))| m.push(t, k, frame(i)))
+            .collect();
+        out.extend(m.flush());
+        assert!(!m.has_pending());
+        out
+    }
+
+    fn check_contiguous(frags: &[Fragment]) {
+        for (i, f) in frags.iter().enumerate() {
+            assert_eq!(f.sequence, i as u32 + 1);
+            assert_eq!(
+                f.duration,
+                f.samples.iter().map(|s| u64::from(s.duration)).sum::<u64>()
+            );
+            assert_eq!(f.data.len(), f.samples.len());
+            assert_eq!(
+                f.len(),
+                f.header.len() as u64 + f.samples.iter().map(|s| u64::from(s.size)).sum::<u64>()
+            );
+            if let Some(next) = frags.get(i + 1) {
+                assert_eq!(f.base_time + f.duration, next.base_time);
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_before_key_frames_and_every_second() {
+        // 25 fps, key frame every 60 frames (2.4 s).
+        let frames: Vec<_> = (0..130).map(|i| (i as i64 * 3600, i % 60 == 0)).collect();
+        let frags = run(90_000, &frames);
+        check_contiguous(&frags);
+        let counts: Vec<usize> = frags.iter().map(|f| f.samples.len()).collect();
+        assert_eq!(counts, [25, 25, 10, 25, 25, 10, 10]);
+        let keys: Vec<bool> = frags.iter().map(|f| f.starts_with_key).collect();
+        assert_eq!(keys, [true, false, false, true, false, false, true]);
+        assert!(frags.iter().all(|f| f.samples[1..].iter().all(|s| !s.key)));
+        assert_eq!(frags[0].base_time, 0);
+        // The last frame takes the previous duration.
+        assert_eq!(frags.last().unwrap().samples.last().unwrap().duration, 3600);
+        assert_eq!(
+            frags.last().unwrap().base_time + frags.last().unwrap().duration,
+            130 * 3600
+        );
+    }
+
+    #[test]
+    fn lone_frame_gets_default_duration_and_first_time_is_base() {
+        let frags = run(90_000, &[(5000, true)]);
+        assert_eq!(frags.len(), 1);
+        assert_eq!(frags[0].base_time, 5000);
+        assert_eq!(frags[0].samples[0].duration, DEFAULT_FRAME_DURATION_90K);
+        assert!(run(90_000, &[]).is_empty());
+    }
+
+    #[test]
+    fn weird_timestamps_are_clamped_not_fatal() {
+        let frames = [
+            (-100, true),      // negative start: moved to 0
+            (3600, false),     // normal
+            (3600, false),     // repeated: previous frame gets duration 1
+            (0, false),        // backwards
+            (7200, false),     // forward again
+            (i64::MAX, false), // absurd jump: clamped to u32::MAX
+            (i64::MIN, true),  // and back
+        ];
+        let frags = run(90_000, &frames);
+        check_contiguous(&frags);
+        let durations: Vec<u32> = frags
+            .iter()
+            .flat_map(|f| f.samples.iter().map(|s| s.duration))
+            .collect();
+        // 0→3600; 3600 repeated → 1 (next at 3601); 0 → 1 (next at 3602); 7200 → 3598.
+        assert_eq!(durations[..5], [3600, 1, 1, 3598, u32::MAX]);
+        assert_eq!(durations.len(), frames.len());
+        assert_eq!(frags[0].base_time, 0);
+    }
+
+    #[test]
+    fn flush_then_continue_keeps_time_moving_forward() {
+        let mut m = FragmentMuxer::new(90_000);
+        assert!(m.push(0, true, frame(0)).is_none());
+        assert!(m.push(3600, false, frame(1)).is_none());
+        let a = m.flush().unwrap();
+        assert_eq!((a.base_time, a.duration, a.sequence), (0, 7200, 1));
+        // A later frame after a gap keeps its time; an earlier one is moved to the end.
+        assert!(m.push(20_000, true, frame(2)).is_none());
+        let b = m.flush().unwrap();
+        assert_eq!((b.base_time, b.sequence), (20_000, 2));
+        assert!(m.push(100, true, frame(3)).is_none());
+        let c = m.flush().unwrap();
+        assert_eq!(c.base_time, b.base_time + b.duration);
+        assert!(m.flush().is_none());
+    }
+}

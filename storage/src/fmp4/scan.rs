@@ -40,6 +40,9 @@ pub struct RepairOutcome {
 }
 
 /// Scans and truncates the file to its clean length (fsyncing it if it changed).
+///
+/// A file whose `ftyp`/`moov` is torn or unreadable has no clean part: it is truncated to 0
+/// bytes (and `scan.params` is `None`).
 pub fn repair(path: &Path) -> io::Result<RepairOutcome> {
     let file = OpenOptions::new()
         .read(true)

@@ -47,6 +47,9 @@ pub fn encode_init(params: &TrackParams) -> Result<Vec<u8>, EncodeError> {
             entry.len()
         )));
     }
+    // Refuse what `scan` could not read back (it would treat the file as torn).
+    super::codec::describe(entry)
+        .map_err(|e| EncodeError(format!("sample entry for {}: {e}", params.codec)))?;
     let is_avc = matches!(&header.kind, b"avc1" | b"avc3");
 
     let mut compatible_brands = vec![
@@ -269,6 +272,12 @@ mod tests {
             width: 1,
             height: 1,
             sample_entry: bytes::Bytes::from_static(b"\0\0\0\x10avc1"),
+        };
+        assert!(encode_init(&params).is_err());
+        // A complete box, but not a visual sample entry `scan` could read back.
+        let params = TrackParams {
+            sample_entry: bytes::Bytes::from_static(b"\0\0\0\x08avc1"),
+            ..params
         };
         assert!(encode_init(&params).is_err());
     }
