@@ -114,18 +114,18 @@ pub fn write_export(
             if t >= to_90k {
                 break 'fragments;
             }
-            if let Some(done) = muxer.push(t - export_start, meta.key, data) {
+            if let Some(done) = muxer.push(t.saturating_sub(export_start), meta.key, data) {
                 write_fragment(out, &done, &mut bytes)?;
             }
             frames += 1;
             last_duration = Some(meta.duration);
-            t += i64::from(meta.duration);
+            t = t.saturating_add(i64::from(meta.duration));
         }
     }
     if let Some(done) = muxer.flush_with_duration(last_duration.unwrap_or(1)) {
         write_fragment(out, &done, &mut bytes)?;
     }
-    let end_90k = export_start + muxer.finished_until().unwrap_or(0) as i64;
+    let end_90k = export_start.saturating_add(muxer.finished_until().unwrap_or(0) as i64);
     debug!(
         from_90k,
         to_90k,
