@@ -2,8 +2,40 @@
 //!
 //! This crate knows nothing of RTSP: it takes video frames (`InputFrame`) with codec parameters
 //! (`TrackParams`) and makes them durable on the volumes allocated to this box.
+//!
+//! - `Store` opens the catalog and volumes and indexes the files (`indexing`);
+//! - a `ChannelWriter` per channel writes segments (`writer`), which one syncer thread per
+//!   volume makes durable and catalogs in batches (`syncer`), then applies `retention`;
+//! - `Store::recordings` and `Store::export` read them back (`reads`).
 
 pub mod fmp4;
 pub mod track;
 
-pub use track::{InputFrame, TrackParams};
+mod catalog;
+mod config;
+mod error;
+mod fsutil;
+mod indexing;
+mod naming;
+mod reads;
+mod retention;
+mod segment;
+mod stats;
+mod store;
+mod syncer;
+mod volume;
+mod writer;
+
+pub use catalog::EventRecord;
+pub use config::{StoreConfig, VolumeConfig};
+pub use error::{Error, Result};
+pub use indexing::ReindexSummary;
+pub use reads::{ExportSummary, SegmentInfo};
+pub use stats::DurableStats;
+pub use store::Store;
+pub use track::{InputFrame, TrackParams, TIMESCALE};
+pub use volume::VolumeStatus;
+pub use writer::ChannelWriter;
+
+/// The name of the marker file at the root of every volume.
+pub const VOLUME_MARKER: &str = volume::marker::MARKER_NAME;

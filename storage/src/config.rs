@@ -1,0 +1,77 @@
+//! What the binary tells the store: the server's name, where the catalog lives, the volumes and timings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One allocated disk (or directory on one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeConfig {
+    /// Directory holding the recordings; created if missing.
+    pub path: PathBuf,
+    /// Most bytes of segment files to keep here; retention deletes the oldest beyond it.
+    pub max_bytes: Option<u64>,
+    /// Free space to leave on the filesystem; retention deletes the oldest to keep it.
+    pub reserve: Option<u64>,
+}
+
+/// Everything `Store::open` needs.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Written into each volume marker, so a disk moved between servers is recognisable.
+    pub server_name: String,
+    /// Directory of the SQLite catalog (`catalog.db`); created if missing.
+    pub state_dir: PathBuf,
+    pub volumes: Vec<VolumeConfig>,
+    /// How often each volume's syncer makes written data durable and catalogs it (default 1 s).
+    pub sync_interval: Duration,
+    /// Longest media time per `moof`+`mdat` fragment (default 1 s).
+    pub fragment_duration: Duration,
+    /// Target media time per segment file; rotation waits for the next key frame (default 60 s).
+    pub segment_duration: Duration,
+}
+
+impl StoreConfig {
+    pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_FRAGMENT_DURATION: Duration = Duration::from_secs(1);
+    pub const DEFAULT_SEGMENT_DURATION: Duration = Duration::from_secs(60);
+
+    /// A configuration with the default durations.
+    pub fn new(server_name: impl Into<String>, state_dir: impl Into<PathBuf>, volumes: Vec<VolumeConfig>) -> Self {
+        StoreConfig {
+            server_name: server_name.into(),
+            state_dir: state_dir.into(),
+            volumes,
+            sync_interval: Self::DEFAULT_SYNC_INTERVAL,
+            fragment_duration: Self::DEFAULT_FRAGMENT_DURATION,
+            segment_duration: Self::DEFAULT_SEGMENT_DURATION,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        use crate::Error;
+        if self.volumes.is_empty() {
+            return Err(Error::NoVolumes);
+        }
+        if self.sync_interval.is_zero() {
+            return Err(Error::Config("sync_interval must be positive".into()));
+        }
+        if self.fragment_duration < Duration::from_millis(10) {
+            return Err(Error::Config("fragment_duration must be at least 10 ms".into()));
+        }
+        if self.segment_duration < Duration::from_millis(100) {
+            return Err(Error::Config("segment_duration must be at least 100 ms".into()));
+        }
+        if self.segment_duration > Duration::from_secs(24 * 3600) {
+            return Err(Error::Config("segment_duration must be at most 24 h".into()));
+        }
+        for v in &self.volumes {
+            if !v.path.is_absolute() {
+                return Err(Error::Config(format!("volume path {} must be absolute", v.path.display())));
+            }
+            if v.max_bytes == Some(0) {
+                return Err(Error::Config(format!("volume {}: max_bytes must be positive", v.path.display())));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! Reads: listing a channel's recordings and exporting a time range as one MP4.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::catalog::{index, Catalog, SegmentRow};
+use crate::error::{Error, Result};
+use crate::fmp4::{self, ExportPiece, FragmentInfo};
+use crate::track::TrackParams;
+use crate::volume::Volume;
+
+/// One segment file as the catalog knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SegmentInfo {
+    pub id: i64,
+    pub channel: u32,
+    pub volume: PathBuf,
+    /// Absolute path of the file.
+    pub path: PathBuf,
+    /// Wall-clock start, 90 kHz since the Unix epoch (media time 0 of the file).
+    pub start_90k: i64,
+    /// End of the last durable fragment.
+    pub end_90k: i64,
+    pub bytes: u64,
+    pub frames: u64,
+    pub codec: String,
+    pub width: u16,
+    pub height: u16,
+    /// A writer may still append to it.
+    pub open: bool,
+}
+
+/// What `Store::export` wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExportSummary {
+    /// Absolute time of the first exported frame (a key frame at or before the requested start).
+    pub start_90k: i64,
+    /// Absolute end of the last exported frame.
+    pub end_90k: i64,
+    pub frames: u64,
+    /// Bytes written to the output.
+    pub bytes: u64,
+    /// Segment files read from.
+    pub segments: usize,
+    /// The export stopped early at this time because the codec parameters changed there
+    /// (one MP4 holds one set); export again from here for the rest.
+    pub stopped_at_params_change_90k: Option<i64>,
+}
+
+fn volume_of<'a>(volumes: &'a [Arc<Volume>], row: &SegmentRow) -> Option<&'a Arc<Volume>> {
+    volumes.iter().find(|v| v.id == row.volume_id)
+}
+
+pub(crate) fn recordings(
+    catalog: &Catalog,
+    volumes: &[Arc<Volume>],
+    channel: u32,
+    from_90k: Option<i64>,
+    to_90k: Option<i64>,
+) -> Result<Vec<SegmentInfo>> {
+    let rows = catalog.overlapping(channel, from_90k.unwrap_or(i64::MIN), to_90k.unwrap_or(i64::MAX), false)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let v = volume_of(volumes, &r)?; // volumes no longer configured are not readable
+            Some(SegmentInfo {
+                id: r.id,
+                channel: r.channel,
+                volume: v.path.clone(),
+                path: v.path.join(&r.rel_path),
+                start_90k: r.start_90k,
+                end_90k: r.end_90k,
+                bytes: r.bytes,
+                frames: r.frames,
+                codec: r.codec,
+                width: r.width,
+                height: r.height,
+                open: r.open,
+            })
+        })
+        .collect())
+}
+
+fn params_of(r: &SegmentRow) -> TrackParams {
+    TrackParams {
+        codec: r.codec.clone(),
+        width: r.width,
+        height: r.height,
+        sample_entry: Bytes::from(r.sample_entry.clone()),
+    }
+}
+
+/// The complete fragments of a segment: the catalog's index for closed ones; a scan of the
+/// file for open ones (the writer may have appended since the last sync; a scan only ever
+/// reports complete fragments).
+fn fragments_of(r: &SegmentRow, path: &std::path::Path) -> Result<Vec<FragmentInfo>> {
+    if !r.open {
+        if let Some(f) = index::decode(&r.fragments, r.bytes) {
+            return Ok(f);
+        }
+        tracing::warn!(path = %path.display(), "malformed fragment index in catalog; scanning the file");
+    }
+    fmp4::scan(path).map(|s| s.fragments).map_err(|e| Error::io("scanning segment", path, e))
+}
+
+pub(crate) fn export(
+    catalog: &Catalog,
+    volumes: &[Arc<Volume>],
+    channel: u32,
+    from_90k: i64,
+    to_90k: i64,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ExportSummary> {
+    if to_90k <= from_90k {
+        return Err(Error::InvalidRange { channel, from_90k, to_90k });
+    }
+    let nothing = || Error::NothingRecorded { channel, from_90k, to_90k };
+    let rows: Vec<SegmentRow> = catalog
+        .overlapping(channel, from_90k, to_90k, true)?
+        .into_iter()
+        .filter(|r| r.end_90k > from_90k && r.start_90k < to_90k && volume_of(volumes, r).is_some())
+        .collect();
+    let first = rows.first().ok_or_else(nothing)?;
+    let params = params_of(first);
+    let mut pieces: Vec<ExportPiece> = Vec::new();
+    let mut stopped = None;
+    let mut prev_end = i64::MIN;
+    for r in &rows {
+        if r.sample_entry != first.sample_entry || r.codec != first.codec || r.width != first.width || r.height != first.height {
+            tracing::info!(channel, at_90k = r.start_90k, "export stops at a change of codec parameters");
+            stopped = Some(r.start_90k);
+            break;
+        }
+        if r.start_90k < prev_end {
+            tracing::warn!(channel, path = %r.rel_path, "skipping segment overlapping the previous one in time");
+            continue;
+        }
+        let Some(v) = volume_of(volumes, r) else { continue };
+        let path = v.path.join(&r.rel_path);
+        let fragments = match fragments_of(r, &path) {
+            Ok(f) => f,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if fragments.is_empty() {
+            continue;
+        }
+        prev_end = r.end_90k.max(r.start_90k);
+        pieces.push(ExportPiece { path, start_90k: r.start_90k, fragments });
+    }
+    let to = stopped.map_or(to_90k, |s| s.min(to_90k));
+    // An export starts at a key frame before `to`.
+    let startable = pieces.iter().any(|p| {
+        p.fragments.iter().any(|f| f.starts_with_key && p.start_90k.saturating_add(f.base_time as i64) < to)
+    });
+    if !startable {
+        return Err(nothing());
+    }
+    let s = fmp4::write_export(out, &params, &pieces, from_90k, to, progress)
+        .map_err(|source| Error::Export { channel, source })?;
+    if s.frames == 0 {
+        return Err(nothing());
+    }
+    Ok(ExportSummary {
+        start_90k: s.start_90k,
+        end_90k: s.end_90k,
+        frames: s.frames,
+        bytes: s.bytes,
+        segments: pieces.len(),
+        stopped_at_params_change_90k: stopped,
+    })
+}

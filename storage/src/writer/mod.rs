@@ -1,0 +1,293 @@
+//! `ChannelWriter`: one channel's frames into segment files, owned by that channel's writer
+//! thread. Fragments are written whole as the muxer emits them; the volume's syncer makes
+//! them durable and catalogs them (see `syncer`).
+
+mod open;
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::fmp4::{Fragment, FragmentInfo, FragmentMuxer};
+use crate::fsutil::write_all_vectored;
+use crate::naming::{ms_floor, TICKS_PER_MS};
+use crate::segment::ActiveSegment;
+use crate::stats::DurableStats;
+use crate::store::Shared;
+use crate::track::{InputFrame, TrackParams, TIMESCALE};
+use crate::volume::Volume;
+
+/// A jump forward larger than this between frames ends the segment (a discontinuity the
+/// source didn't report), rather than stretching one frame over the gap.
+const MAX_GAP_90K: i64 = 10 * TIMESCALE as i64;
+/// Stagger step for the first segment of each channel, so channels don't rotate together.
+const STAGGER_STEP_MS: u64 = 7919;
+
+/// The writer's state: waiting for a key frame, or appending to a segment.
+enum RunState {
+    AwaitingKey,
+    Recording(Box<Recording>),
+}
+
+struct Recording {
+    seg: Arc<ActiveSegment>,
+    volume: Arc<Volume>,
+    muxer: FragmentMuxer,
+    /// Rotate at the first key frame at or after this time.
+    rotate_at_90k: i64,
+    /// Time of the last frame pushed (the one the muxer holds).
+    last_time_90k: i64,
+}
+
+/// Why the current segment must end before this frame.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    Rotate,
+    ParamsChanged,
+    Backwards,
+    Gap,
+    SyncFailed,
+}
+
+/// Writes one channel; see the module docs.
+pub struct ChannelWriter {
+    shared: Arc<Shared>,
+    channel: u32,
+    expected_bitrate_bps: u64,
+    stats: Arc<DurableStats>,
+    state: RunState,
+    segments_started: u64,
+    current_volume: Option<Arc<Volume>>,
+    /// Closed segments not yet settled by their syncer (what `close` waits for).
+    closing: Vec<(Arc<Volume>, Arc<ActiveSegment>)>,
+    finished: bool,
+}
+
+impl ChannelWriter {
+    pub(crate) fn new(shared: Arc<Shared>, channel: u32, expected_bitrate_bps: u64) -> Self {
+        ChannelWriter {
+            shared,
+            channel,
+            expected_bitrate_bps,
+            stats: Arc::new(DurableStats::default()),
+            state: RunState::AwaitingKey,
+            segments_started: 0,
+            current_volume: None,
+            closing: Vec::new(),
+            finished: false,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<DurableStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Records one frame. Frames before the first key frame of a run are dropped (counted).
+    /// Errs only when no volume can take a new segment (the frame is dropped) or after
+    /// shutdown; write errors inside a segment are handled here (event, new segment).
+    pub fn push(&mut self, params: &Arc<TrackParams>, frame: InputFrame) -> Result<()> {
+        if self.shared.is_shut_down() {
+            return Err(Error::ShutDown);
+        }
+        if let RunState::Recording(rec) = &self.state {
+            if let Some(cut) = cut_reason(rec, params, &frame) {
+                if !matches!(cut, Cut::Rotate) {
+                    tracing::info!(channel = self.channel, reason = ?cut, path = %rec.seg.abs_path.display(), "ending segment early");
+                }
+                let next = matches!(cut, Cut::Rotate).then_some(frame.time_90k);
+                self.close_segment(next, matches!(cut, Cut::SyncFailed));
+            }
+        }
+        if matches!(self.state, RunState::AwaitingKey) {
+            if !frame.key {
+                self.stats.add_dropped(1);
+                return Ok(());
+            }
+            if let Err(e) = self.open_segment(params, frame.time_90k) {
+                self.stats.add_dropped(1);
+                return Err(e);
+            }
+        }
+        let RunState::Recording(rec) = &mut self.state else { return Ok(()) };
+        rec.last_time_90k = frame.time_90k;
+        let rel = frame.time_90k - rec.seg.start_90k;
+        if let Some(frag) = rec.muxer.push(rel, frame.key, frame.data) {
+            self.write_fragment(frag);
+        }
+        Ok(())
+    }
+
+    /// A source discontinuity: flush the held frame and close the segment. The next push
+    /// starts a new segment (at a key frame).
+    pub fn end_run(&mut self) -> Result<()> {
+        self.close_segment(None, false);
+        Ok(())
+    }
+
+    /// Ends the run, then waits (bounded) until everything written is durable and cataloged.
+    pub fn close(mut self) -> Result<()> {
+        self.close_segment(None, false);
+        self.finished = true;
+        let pending = std::mem::take(&mut self.closing);
+        if pending.iter().all(|(_, s)| s.is_settled()) {
+            return Ok(());
+        }
+        if self.shared.is_shut_down() {
+            return Err(Error::ShutDown);
+        }
+        for (v, _) in &pending {
+            v.kick();
+        }
+        let wait = (self.shared.cfg.sync_interval * 10).max(Duration::from_secs(30));
+        let started = Instant::now();
+        let deadline = started + wait;
+        let unsettled = pending.iter().filter(|(_, s)| !s.wait_settled(deadline)).count();
+        if unsettled > 0 {
+            return Err(Error::CloseTimeout {
+                channel: self.channel,
+                pending: unsettled,
+                waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        Ok(())
+    }
+
+    fn open_segment(&mut self, params: &Arc<TrackParams>, time_90k: i64) -> Result<()> {
+        let seg_ms = u64::try_from(self.shared.cfg.segment_duration.as_millis()).unwrap_or(u64::MAX).max(1);
+        let target_ms = if self.segments_started == 0 {
+            seg_ms - (u64::from(self.channel) * STAGGER_STEP_MS) % seg_ms
+        } else {
+            seg_ms
+        };
+        let start_ms = ms_floor(time_90k);
+        let need = self.expected_bitrate_bps / 8 * seg_ms / 1000;
+        let candidates = open::placement(&self.shared.volumes, self.current_volume.as_ref(), need);
+        let mut reasons = Vec::new();
+        for volume in candidates {
+            match open::create_segment(&volume, self.channel, start_ms, params, &self.stats) {
+                Ok(seg) => {
+                    if self.current_volume.as_ref().is_some_and(|c| !Arc::ptr_eq(c, &volume)) {
+                        tracing::info!(channel = self.channel, volume = %volume.path.display(), "channel moved to another volume");
+                    }
+                    let frag_90k = u64::try_from(self.shared.cfg.fragment_duration.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .saturating_mul(TICKS_PER_MS as u64);
+                    self.state = RunState::Recording(Box::new(Recording {
+                        rotate_at_90k: seg.start_90k.saturating_add((target_ms as i64).saturating_mul(TICKS_PER_MS)),
+                        seg,
+                        volume: Arc::clone(&volume),
+                        muxer: FragmentMuxer::new(frag_90k),
+                        last_time_90k: time_90k,
+                    }));
+                    self.current_volume = Some(volume);
+                    self.segments_started += 1;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!(channel = self.channel, volume = %volume.path.display(), error = %e, "could not start a segment");
+                    self.stats.add_error();
+                    if let Error::Io { path, source, op } = &e {
+                        crate::syncer::disk_error(&volume, &self.shared.catalog, Some(self.channel), path, op, source);
+                    }
+                    reasons.push(e.to_string());
+                }
+            }
+        }
+        Err(Error::NoVolumeAvailable { channel: self.channel, reason: reasons.join("; ") })
+    }
+
+    /// Ends the current segment, if any. `next_time_90k` (the frame that follows, when
+    /// rotating) gives the held frame its exact duration. `abandon` drops what the muxer holds.
+    fn close_segment(&mut self, next_time_90k: Option<i64>, abandon: bool) {
+        let RunState::Recording(mut rec) = std::mem::replace(&mut self.state, RunState::AwaitingKey) else {
+            return;
+        };
+        if !abandon {
+            let tail = match next_time_90k {
+                Some(t) => {
+                    let d = u32::try_from(t.saturating_sub(rec.last_time_90k)).unwrap_or(u32::MAX).max(1);
+                    rec.muxer.flush_with_duration(d)
+                }
+                None => rec.muxer.flush(),
+            };
+            if let Some(frag) = tail {
+                self.state = RunState::Recording(rec);
+                self.write_fragment(frag);
+                match std::mem::replace(&mut self.state, RunState::AwaitingKey) {
+                    RunState::Recording(r) => rec = r,
+                    RunState::AwaitingKey => return, // the write failed and closed it
+                }
+            }
+        }
+        rec.seg.finish();
+        self.closing.retain(|(_, s)| !s.is_settled());
+        self.closing.push((rec.volume, rec.seg));
+    }
+
+    /// Appends a fragment to the current segment with one vectored write (sample data is not
+    /// copied). On error the segment is abandoned at its last whole fragment.
+    fn write_fragment(&mut self, frag: Fragment) {
+        let RunState::Recording(rec) = &mut self.state else { return };
+        let seg = &rec.seg;
+        if seg.sync_failed() {
+            return; // the next push notices and moves to a new segment
+        }
+        let offset = seg.written_bytes();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(1 + frag.data.len());
+        slices.push(IoSlice::new(&frag.header));
+        slices.extend(frag.data.iter().map(|d| IoSlice::new(d)));
+        match write_all_vectored(&seg.file, &mut slices) {
+            Ok(()) => {
+                let info = FragmentInfo {
+                    offset,
+                    len: frag.len(),
+                    base_time: frag.base_time,
+                    duration: frag.duration,
+                    samples: u32::try_from(frag.samples.len()).unwrap_or(u32::MAX),
+                    starts_with_key: frag.starts_with_key,
+                };
+                seg.record_fragment(&info);
+                rec.volume.add_used(info.len);
+                self.stats.add_written(u64::from(info.samples));
+            }
+            Err(e) => {
+                let RunState::Recording(rec) = std::mem::replace(&mut self.state, RunState::AwaitingKey) else {
+                    return;
+                };
+                tracing::error!(channel = self.channel, path = %rec.seg.abs_path.display(), error = %e,
+                    "write failed; abandoning the segment at its last whole fragment");
+                rec.seg.fail_by_writer();
+                self.stats.add_error();
+                crate::syncer::disk_error(&rec.volume, &self.shared.catalog, Some(self.channel), &rec.seg.abs_path, "write", &e);
+                self.closing.push((rec.volume, rec.seg));
+            }
+        }
+    }
+}
+
+fn cut_reason(rec: &Recording, params: &Arc<TrackParams>, frame: &InputFrame) -> Option<Cut> {
+    if rec.seg.sync_failed() {
+        Some(Cut::SyncFailed)
+    } else if !Arc::ptr_eq(params, &rec.seg.params) && **params != *rec.seg.params {
+        Some(Cut::ParamsChanged)
+    } else if frame.time_90k < rec.last_time_90k {
+        Some(Cut::Backwards)
+    } else if frame.time_90k - rec.last_time_90k > MAX_GAP_90K {
+        Some(Cut::Gap)
+    } else if frame.key && frame.time_90k >= rec.rotate_at_90k {
+        Some(Cut::Rotate)
+    } else {
+        None
+    }
+}
+
+impl Drop for ChannelWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Best effort: flush what the muxer holds so the syncer finalizes the segment.
+            self.close_segment(None, false);
+        }
+        self.shared.release_channel(self.channel);
+    }
+}
