@@ -1,0 +1,285 @@
+//! One client connection: reads RTSP requests and interleaved frames, answers them, and while a
+//! session plays, writes its frames between requests, applying injected faults. A single task
+//! owns the connection, so responses and RTP frames never interleave mid-message.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, Instrument};
+
+use super::config::{Fault, Pacing};
+use super::rtsp::{self, Message, Response};
+use super::sender::RtpSender;
+use super::server::{ActiveSession, Camera, Shared};
+
+/// Serves one accepted connection until it ends; never fails (errors are logged).
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let span = tracing::info_span!("camsim_conn", %peer, camera = tracing::field::Empty);
+    async move {
+        let local = stream.local_addr().unwrap_or(peer);
+        let (mut reader, mut writer) = stream.into_split();
+        let mut conn = Conn {
+            shared,
+            local,
+            state: State::Init,
+            rbuf: BytesMut::with_capacity(4096),
+            last_activity: Instant::now(),
+        };
+        match conn.run(&mut reader, &mut writer, &cancel).await {
+            Ok(end) => debug!(?end, "connection closed"),
+            Err(e) => debug!("connection closed on I/O error: {e}"),
+        }
+        if let Some(camera) = conn.state.camera() {
+            info!(camera = camera.id, "session ended");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    SessionTimeout,
+    Shutdown,
+    BadRequest,
+    /// Closed on purpose by a `DropMidGop` fault.
+    FaultDrop,
+}
+
+/// RTSP session state (RFC 2326 Appendix A.2), one session per connection.
+#[derive(Debug)]
+pub(super) enum State {
+    Init,
+    Ready(Setup),
+    Playing(Playing),
+    /// Playing, but a `Stall` fault stopped the media; requests are still answered.
+    Stalled(Playing),
+}
+
+impl State {
+    pub(super) fn setup(&self) -> Option<&Setup> {
+        match self {
+            State::Init => None,
+            State::Ready(s) => Some(s),
+            State::Playing(p) | State::Stalled(p) => Some(&p.setup),
+        }
+    }
+
+    fn camera(&self) -> Option<&Arc<Camera>> {
+        self.setup().map(|s| &s.camera)
+    }
+}
+
+/// A session that has been SETUP.
+#[derive(Debug)]
+pub(super) struct Setup {
+    pub session_id: String,
+    pub camera: Arc<Camera>,
+    /// The track URL the client set up (RTP-Info), without user info.
+    pub track_url: String,
+    pub sender: RtpSender,
+}
+
+/// A session that has been PLAYed.
+#[derive(Debug)]
+pub(super) struct Playing {
+    pub setup: Setup,
+    pub faults: broadcast::Receiver<Fault>,
+    pub drop: DropPlan,
+    pub _active: ActiveSession,
+}
+
+/// Whether a `DropMidGop` fault is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DropPlan {
+    Off,
+    /// Cut the next frame that is not a key frame half-way, then close.
+    AtNextDeltaFrame,
+}
+
+pub(super) struct Conn {
+    pub shared: Arc<Shared>,
+    /// Our address as the client sees it (for URLs given with only a path).
+    pub local: SocketAddr,
+    pub state: State,
+    rbuf: BytesMut,
+    last_activity: Instant,
+}
+
+impl Conn {
+    async fn run(
+        &mut self,
+        reader: &mut OwnedReadHalf,
+        writer: &mut OwnedWriteHalf,
+        cancel: &CancellationToken,
+    ) -> std::io::Result<End> {
+        loop {
+            let idle_at = self.last_activity + self.shared.session_timeout;
+            // None: nothing to send; Some(None): send now (fast pacing); Some(Some(t)): at t.
+            let frame_at = match &self.state {
+                State::Playing(p) => Some(match self.shared.pacing {
+                    Pacing::Realtime => Some(p.setup.sender.next_deadline()),
+                    Pacing::Fast => None,
+                }),
+                _ => None,
+            };
+            let frame_due = async move {
+                match frame_at {
+                    Some(Some(t)) => sleep_until(t).await,
+                    Some(None) => {}
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(End::Shutdown),
+                _ = sleep_until(idle_at) => {
+                    info!(timeout = ?self.shared.session_timeout, "client silent for the session timeout; closing");
+                    return Ok(End::SessionTimeout);
+                }
+                r = reader.read_buf(&mut self.rbuf) => {
+                    if r? == 0 {
+                        return Ok(End::ClientClosed);
+                    }
+                    self.last_activity = Instant::now();
+                    if let Some(end) = self.process_input(writer).await? {
+                        return Ok(end);
+                    }
+                }
+                _ = frame_due => {
+                    if let Some(end) = self.send_next(writer).await? {
+                        return Ok(end);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every complete message in the read buffer.
+    async fn process_input(&mut self, writer: &mut OwnedWriteHalf) -> std::io::Result<Option<End>> {
+        loop {
+            match rtsp::parse(&mut self.rbuf) {
+                Ok(None) => return Ok(None),
+                Ok(Some(Message::Interleaved { channel, len })) => {
+                    tracing::trace!(channel, len, "interleaved frame from client ignored");
+                }
+                Ok(Some(Message::Request(req))) => {
+                    debug!(method = %req.method, uri = %rtsp::strip_userinfo(&req.uri), "request");
+                    let resp = self.handle(&req);
+                    if resp.status >= 400 {
+                        info!(method = %req.method, status = resp.status, "request refused");
+                    }
+                    writer.write_all(&resp.serialize(req.cseq())).await?;
+                }
+                Err(bad) => {
+                    info!(reason = %bad.reason, "bad request; closing");
+                    let resp = Response::new(400).header("Connection", "close");
+                    writer
+                        .write_all(&resp.serialize(bad.cseq.as_deref()))
+                        .await?;
+                    return Ok(Some(End::BadRequest));
+                }
+            }
+        }
+    }
+
+    /// Applies pending faults, then writes the next frame of a playing session.
+    async fn send_next(&mut self, writer: &mut OwnedWriteHalf) -> std::io::Result<Option<End>> {
+        let State::Playing(p) = &mut self.state else {
+            return Ok(None);
+        };
+        let camera = Arc::clone(&p.setup.camera);
+        let mut stall = false;
+        loop {
+            let fault = match p.faults.try_recv() {
+                Ok(f) => f,
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            };
+            info!(camera = camera.id, %fault, "fault applied to session");
+            match fault {
+                Fault::Stall => stall = true,
+                Fault::DropMidGop => p.drop = DropPlan::AtNextDeltaFrame,
+                Fault::Garbage => {
+                    let n = p.setup.sender.send_garbage(writer).await?;
+                    camera
+                        .counters
+                        .bytes_sent
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Fault::ChangeParams => p.setup.sender.switch_clip(camera.clip()),
+                Fault::RejectAuth => {} // acts on new DESCRIBEs only
+            }
+        }
+        if stall {
+            self.state = match std::mem::replace(&mut self.state, State::Init) {
+                State::Playing(p) => State::Stalled(p),
+                other => other,
+            };
+            return Ok(None);
+        }
+        let sender = &mut p.setup.sender;
+        if p.drop == DropPlan::AtNextDeltaFrame && !sender.next_is_key() {
+            let half = (sender.next_packet_count() / 2).max(1);
+            let n = sender.send_frame(writer, Some(half)).await?;
+            camera
+                .counters
+                .bytes_sent
+                .fetch_add(n as u64, Ordering::Relaxed);
+            info!(
+                camera = camera.id,
+                packets = half,
+                "dropping connection mid-GOP, mid-frame"
+            );
+            writer.shutdown().await?;
+            return Ok(Some(End::FaultDrop));
+        }
+        let n = sender.send_frame(writer, None).await?;
+        camera.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+        camera
+            .counters
+            .bytes_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(None)
+    }
+
+    /// Records the session's camera on the connection's span.
+    pub(super) fn note_camera(&self, camera: u32) {
+        tracing::Span::current().record("camera", camera);
+    }
+
+    /// Ties a playing session to its camera's counters and fault channel.
+    pub(super) fn start_playing(&mut self) {
+        self.state = match std::mem::replace(&mut self.state, State::Init) {
+            State::Ready(mut setup) => {
+                setup.sender.start(Instant::now());
+                let faults = setup.camera.subscribe();
+                let active = ActiveSession::new(Arc::clone(&setup.camera));
+                info!(camera = setup.camera.id, session = %setup.session_id,
+                      codec = ?setup.sender.codec(), "session playing");
+                State::Playing(Playing {
+                    setup,
+                    faults,
+                    drop: DropPlan::Off,
+                    _active: active,
+                })
+            }
+            other => other,
+        };
+    }
+}
