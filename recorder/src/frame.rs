@@ -1,0 +1,142 @@
+//! What ingest produces: [`Frame`]s with their [`VideoParams`], and [`IngestItem`], the unit of
+//! the per-channel queue.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use retina::codec::{VideoParameters, VideoParametersCodec};
+
+/// Video codecs this recorder accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// H.264 / AVC (RTP payload format RFC 6184).
+    H264,
+    /// H.265 / HEVC (RTP payload format RFC 7798).
+    H265,
+}
+
+impl Codec {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::H265 => "h265",
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Codec parameters of a run of frames, ready for an MP4 writer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VideoParams {
+    pub codec: Codec,
+    /// RFC 6381 codec string, e.g. `avc1.64001F`.
+    pub rfc6381: String,
+    /// Display (cropped) width in pixels.
+    pub width: u16,
+    /// Display (cropped) height in pixels.
+    pub height: u16,
+    /// A whole `avc1`/`hvc1` `VisualSampleEntry` box (ISO/IEC 14496-12 section 12.1.3, with the
+    /// `avcC`/`hvcC` configuration record of ISO/IEC 14496-15), ready to go into an `stsd`.
+    pub sample_entry: Bytes,
+}
+
+impl fmt::Debug for VideoParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VideoParams")
+            .field("codec", &self.codec)
+            .field("rfc6381", &self.rfc6381)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("sample_entry_len", &self.sample_entry.len())
+            .finish()
+    }
+}
+
+/// Why retina's parameters could not become [`VideoParams`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    #[error("unsupported video codec {0}; only H.264 and H.265 are recorded")]
+    UnsupportedCodec(String),
+    #[error("video dimensions {0}x{1} do not fit an MP4 sample entry")]
+    Dimensions(u32, u32),
+    #[error("cannot build the MP4 sample entry: {0}")]
+    SampleEntry(String),
+}
+
+impl VideoParams {
+    /// Converts retina's parameters (for a stream set up with `FrameFormat::MP4`).
+    pub fn from_retina(p: &VideoParameters) -> Result<Self, ParamsError> {
+        let codec = match p.codec_params() {
+            VideoParametersCodec::H264 { .. } => Codec::H264,
+            VideoParametersCodec::H265 { .. } => Codec::H265,
+            _ => return Err(ParamsError::UnsupportedCodec(p.rfc6381_codec().to_owned())),
+        };
+        let (w, h) = p.pixel_dimensions();
+        let (Ok(width), Ok(height)) = (u16::try_from(w), u16::try_from(h)) else {
+            return Err(ParamsError::Dimensions(w, h));
+        };
+        let mut entry = p.mp4_sample_entry();
+        // Anamorphic sub streams (e.g. 704x480 shown as 16:9) need a `pasp` box
+        // (ISO/IEC 14496-12 section 12.1.4); square pixels need none.
+        if let Some((hs, vs)) = p.pixel_aspect_ratio() {
+            if let (Ok(hs), Ok(vs)) = (u16::try_from(hs), u16::try_from(vs)) {
+                if hs != vs && hs != 0 && vs != 0 {
+                    entry = entry.with_aspect_ratio((hs, vs));
+                }
+            }
+        }
+        let sample_entry = entry
+            .build()
+            .map_err(|e| ParamsError::SampleEntry(e.to_string()))?;
+        Ok(VideoParams {
+            codec,
+            rfc6381: p.rfc6381_codec().to_owned(),
+            width,
+            height,
+            sample_entry: Bytes::from(sample_entry),
+        })
+    }
+}
+
+/// One encoded picture (access unit).
+#[derive(Clone)]
+pub struct Frame {
+    /// Wall-clock time in 90 kHz units since the Unix epoch: the session's wall-clock anchor plus
+    /// the RTP timestamp's elapsed time. Strictly increasing within a session.
+    pub time_90k: i64,
+    /// An IDR / IRAP picture: decoding can start here.
+    pub key: bool,
+    /// NAL units, each prefixed by a 4-byte big-endian length (ISO/IEC 14496-15 sample format).
+    pub data: Bytes,
+    /// Parameters; the same `Arc` until they change.
+    pub params: Arc<VideoParams>,
+    /// RTP packets lost before this frame.
+    pub loss: u64,
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame")
+            .field("time_90k", &self.time_90k)
+            .field("key", &self.key)
+            .field("len", &self.data.len())
+            .field("codec", &self.params.codec)
+            .field("loss", &self.loss)
+            .finish()
+    }
+}
+
+/// An item of a channel's ingest queue.
+#[derive(Debug, Clone)]
+pub enum IngestItem {
+    Frame(Frame),
+    /// The run of frames ended (error, stall, stop, or frames dropped on overflow): the consumer
+    /// should close its segment. The next frame, if any, is a key frame.
+    SessionEnded,
+}

@@ -1,0 +1,293 @@
+//! One RTSP session with retina: DESCRIBE → SETUP (the first H.264/H.265 video stream) → PLAY
+//! (RFC 2326 sections 10.2, 10.4, 10.5), then frames stamped with wall-clock time.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use retina::client::{
+    Demuxed, PlayOptions, SessionGroup, SessionOptions, SetupOptions, TeardownPolicy,
+};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoFrame};
+use tokio::time::Instant;
+
+use crate::frame::{Frame, ParamsError, VideoParams};
+use crate::spec::ChannelSpec;
+
+const TIMEBASE: i64 = 90_000;
+
+/// Why a session could not start or ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error("{step} got no response within {} s", after.as_secs_f64())]
+    Timeout { step: &'static str, after: Duration },
+    /// retina's error text names the URL (given to it without credentials) and the connection.
+    #[error("{step} failed: {source}")]
+    Rtsp {
+        step: &'static str,
+        source: retina::Error,
+    },
+    #[error("no H.264 or H.265 video stream offered (streams: {found})")]
+    NoVideoStream { found: String },
+    #[error("{0}")]
+    Params(#[from] ParamsError),
+    #[error("no frames for {} s", .0.as_secs_f64())]
+    Stalled(Duration),
+    #[error("the server ended the stream")]
+    Ended,
+}
+
+impl SessionError {
+    /// Errors that retrying soon will not fix (credentials, path, codec): worth the longest
+    /// backoff and the `error` state.
+    pub(crate) fn is_config(&self) -> bool {
+        match self {
+            SessionError::NoVideoStream { .. } => true,
+            SessionError::Params(
+                ParamsError::UnsupportedCodec(_) | ParamsError::Dimensions(..),
+            ) => true,
+            SessionError::Rtsp { source, .. } => {
+                // RFC 2326 section 7.1.1: 401 Unauthorized, 403 Forbidden, 404 Not Found,
+                // 415 Unsupported Media Type.
+                matches!(source.status_code(), Some(401 | 403 | 404 | 415))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What the session produced next.
+pub(crate) enum Event {
+    /// A frame to deliver; the first of a session is always a key frame.
+    Frame(Frame),
+    /// A frame discarded before the session's first key frame (or before parameters are known).
+    Skipped { loss: u64 },
+}
+
+/// A playing session.
+pub(crate) struct Session {
+    demuxed: Demuxed,
+    stream_i: usize,
+    stall_timeout: Duration,
+    last_frame_at: Instant,
+    params: Option<Arc<VideoParams>>,
+    /// Wall-clock time (90 kHz since the epoch) at RTP elapsed time 0; set at the first key frame.
+    anchor_90k: Option<i64>,
+    last_time_90k: Option<i64>,
+}
+
+async fn bounded<T>(
+    step: &'static str,
+    after: Duration,
+    f: impl std::future::Future<Output = Result<T, retina::Error>>,
+) -> Result<T, SessionError> {
+    match tokio::time::timeout(after, f).await {
+        Err(_) => Err(SessionError::Timeout { step, after }),
+        Ok(Err(source)) => Err(SessionError::Rtsp { step, source }),
+        Ok(Ok(v)) => Ok(v),
+    }
+}
+
+impl Session {
+    /// DESCRIBE, SETUP, PLAY; each request bounded by the spec's stall timeout.
+    pub(crate) async fn open(
+        spec: &ChannelSpec,
+        group: Arc<SessionGroup>,
+    ) -> Result<Session, SessionError> {
+        let options = SessionOptions::default()
+            .creds(spec.credentials.clone().map(Into::into))
+            .user_agent(format!("understudy/{}", env!("CARGO_PKG_VERSION")))
+            .session_group(group)
+            .teardown(TeardownPolicy::Auto);
+        let after = spec.stall_timeout;
+        let mut described = bounded(
+            "DESCRIBE",
+            after,
+            retina::client::Session::describe(spec.url.clone(), options),
+        )
+        .await?;
+
+        let streams = described.streams();
+        let stream_i = streams
+            .iter()
+            .position(|s| {
+                s.media() == "video"
+                    && (s.encoding_name().eq_ignore_ascii_case("h264")
+                        || s.encoding_name().eq_ignore_ascii_case("h265"))
+            })
+            .ok_or_else(|| SessionError::NoVideoStream {
+                found: streams
+                    .iter()
+                    .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+
+        bounded(
+            "SETUP",
+            after,
+            described.setup(
+                stream_i,
+                SetupOptions::default()
+                    .transport(spec.transport.to_retina())
+                    .frame_format(FrameFormat::MP4),
+            ),
+        )
+        .await?;
+        // Parameters are often known from the SDP's sprop-parameter-sets (RFC 6184 section
+        // 8.1, RFC 7798 section 7.1); otherwise they come in-band before the first key frame.
+        let params = match described.streams()[stream_i].parameters() {
+            Some(ParametersRef::Video(p)) => Some(Arc::new(VideoParams::from_retina(p)?)),
+            _ => None,
+        };
+        let playing = bounded("PLAY", after, described.play(PlayOptions::default())).await?;
+        let demuxed = playing.demuxed().map_err(|source| SessionError::Rtsp {
+            step: "PLAY",
+            source,
+        })?;
+        Ok(Session {
+            demuxed,
+            stream_i,
+            stall_timeout: spec.stall_timeout,
+            last_frame_at: Instant::now(),
+            params,
+            anchor_90k: None,
+            last_time_90k: None,
+        })
+    }
+
+    /// The next frame, or an error when the session ends (including a stall: no frame within the
+    /// stall timeout; retina has no such timeout of its own).
+    pub(crate) async fn next_event(&mut self) -> Result<Event, SessionError> {
+        loop {
+            let deadline = self.last_frame_at + self.stall_timeout;
+            let item = match tokio::time::timeout_at(deadline, self.demuxed.next()).await {
+                Err(_) => return Err(SessionError::Stalled(self.stall_timeout)),
+                Ok(None) => return Err(SessionError::Ended),
+                Ok(Some(Err(source))) => {
+                    return Err(SessionError::Rtsp {
+                        step: "streaming",
+                        source,
+                    })
+                }
+                Ok(Some(Ok(item))) => item,
+            };
+            match item {
+                CodecItem::VideoFrame(f) if f.stream_id() == self.stream_i => {
+                    self.last_frame_at = Instant::now();
+                    return self.on_frame(f);
+                }
+                // RTCP sender reports and anything else: not frames, so no stall reset.
+                _ => continue,
+            }
+        }
+    }
+
+    fn on_frame(&mut self, f: VideoFrame) -> Result<Event, SessionError> {
+        let loss = u64::from(f.loss());
+        if f.has_new_parameters() || self.params.is_none() {
+            if let Some(ParametersRef::Video(p)) =
+                self.demuxed.streams()[self.stream_i].parameters()
+            {
+                let new = VideoParams::from_retina(p)?;
+                if self.params.as_deref() != Some(&new) {
+                    self.params = Some(Arc::new(new));
+                }
+            }
+        }
+        let Some(params) = self.params.clone() else {
+            return Ok(Event::Skipped { loss });
+        };
+        let key = f.is_random_access_point();
+        let ts = f.timestamp();
+        let elapsed_90k = to_90k(ts.elapsed(), ts.clock_rate().get());
+        let anchor = match self.anchor_90k {
+            Some(a) => a,
+            None if key => {
+                let a = now_90k() - elapsed_90k;
+                self.anchor_90k = Some(a);
+                a
+            }
+            None => return Ok(Event::Skipped { loss }),
+        };
+        let time_90k = next_time(anchor + elapsed_90k, self.last_time_90k);
+        self.last_time_90k = Some(time_90k);
+        Ok(Event::Frame(Frame {
+            time_90k,
+            key,
+            data: bytes::Bytes::from(f.into_data()),
+            params,
+            loss,
+        }))
+    }
+}
+
+/// Converts a duration in `clock_rate` units to 90 kHz units.
+fn to_90k(ticks: i64, clock_rate: u32) -> i64 {
+    if clock_rate == 90_000 || clock_rate == 0 {
+        return ticks;
+    }
+    let v = i128::from(ticks) * i128::from(TIMEBASE) / i128::from(clock_rate);
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn now_90k() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(d.as_nanos() * 90 / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Keeps times strictly increasing within a session: a frame whose RTP timestamp does not
+/// advance (B-frames, camera bugs) gets one tick past the previous frame. The anchor is left
+/// alone so one odd timestamp does not shift the frames after it.
+fn next_time(computed: i64, last: Option<i64>) -> i64 {
+    match last {
+        Some(last) if computed <= last => last + 1,
+        _ => computed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_conversions() {
+        assert_eq!(to_90k(90_000, 90_000), 90_000);
+        assert_eq!(to_90k(48_000, 48_000), 90_000);
+        assert_eq!(to_90k(-8_000, 8_000), -90_000);
+        let now = now_90k();
+        // 2020-01-01 .. 2100-01-01
+        assert!(
+            now > 1_577_836_800 * 90_000 && now < 4_102_444_800 * 90_000,
+            "{now}"
+        );
+    }
+
+    #[test]
+    fn times_strictly_increase() {
+        assert_eq!(next_time(100, None), 100);
+        assert_eq!(next_time(100, Some(99)), 100);
+        assert_eq!(next_time(100, Some(100)), 101);
+        assert_eq!(next_time(50, Some(100)), 101);
+    }
+
+    #[test]
+    fn error_texts() {
+        assert_eq!(
+            SessionError::Stalled(Duration::from_secs(10)).to_string(),
+            "no frames for 10 s"
+        );
+        let e = SessionError::Timeout {
+            step: "DESCRIBE",
+            after: Duration::from_millis(2500),
+        };
+        assert_eq!(e.to_string(), "DESCRIBE got no response within 2.5 s");
+        assert!(SessionError::NoVideoStream {
+            found: "audio/pcma".into()
+        }
+        .is_config());
+        assert!(!SessionError::Ended.is_config());
+    }
+}
