@@ -19,12 +19,19 @@ const TIMEBASE: i64 = 90_000;
 /// Why a session could not start or ended.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
-    #[error("{step} got no response within {} s", after.as_secs_f64())]
-    Timeout { step: &'static str, after: Duration },
-    /// retina's error text names the URL (given to it without credentials) and the connection.
-    #[error("{step} failed: {source}")]
+    /// `url` never has credentials (see `ChannelSpec::sanitize`).
+    #[error("{step} {url} got no response within {} s", after.as_secs_f64())]
+    Timeout {
+        step: &'static str,
+        url: url::Url,
+        after: Duration,
+    },
+    /// retina's error text describes the connection and packet; it is given the URL without
+    /// credentials and the credentials separately, so no password can appear here.
+    #[error("{step} {url} failed: {source}")]
     Rtsp {
         step: &'static str,
+        url: url::Url,
         source: retina::Error,
     },
     #[error("no H.264 or H.265 video stream offered (streams: {found})")]
@@ -67,6 +74,7 @@ pub(crate) enum Event {
 /// A playing session.
 pub(crate) struct Session {
     demuxed: Demuxed,
+    url: url::Url,
     stream_i: usize,
     stall_timeout: Duration,
     last_frame_at: Instant,
@@ -78,12 +86,21 @@ pub(crate) struct Session {
 
 async fn bounded<T>(
     step: &'static str,
+    url: &url::Url,
     after: Duration,
     f: impl std::future::Future<Output = Result<T, retina::Error>>,
 ) -> Result<T, SessionError> {
     match tokio::time::timeout(after, f).await {
-        Err(_) => Err(SessionError::Timeout { step, after }),
-        Ok(Err(source)) => Err(SessionError::Rtsp { step, source }),
+        Err(_) => Err(SessionError::Timeout {
+            step,
+            url: url.clone(),
+            after,
+        }),
+        Ok(Err(source)) => Err(SessionError::Rtsp {
+            step,
+            url: url.clone(),
+            source,
+        }),
         Ok(Ok(v)) => Ok(v),
     }
 }
@@ -102,6 +119,7 @@ impl Session {
         let after = spec.stall_timeout;
         let mut described = bounded(
             "DESCRIBE",
+            &spec.url,
             after,
             retina::client::Session::describe(spec.url.clone(), options),
         )
@@ -125,6 +143,7 @@ impl Session {
 
         bounded(
             "SETUP",
+            &spec.url,
             after,
             described.setup(
                 stream_i,
@@ -140,13 +159,21 @@ impl Session {
             Some(ParametersRef::Video(p)) => Some(Arc::new(VideoParams::from_retina(p)?)),
             _ => None,
         };
-        let playing = bounded("PLAY", after, described.play(PlayOptions::default())).await?;
+        let playing = bounded(
+            "PLAY",
+            &spec.url,
+            after,
+            described.play(PlayOptions::default()),
+        )
+        .await?;
         let demuxed = playing.demuxed().map_err(|source| SessionError::Rtsp {
             step: "PLAY",
+            url: spec.url.clone(),
             source,
         })?;
         Ok(Session {
             demuxed,
+            url: spec.url.clone(),
             stream_i,
             stall_timeout: spec.stall_timeout,
             last_frame_at: Instant::now(),
@@ -167,6 +194,7 @@ impl Session {
                 Ok(Some(Err(source))) => {
                     return Err(SessionError::Rtsp {
                         step: "streaming",
+                        url: self.url.clone(),
                         source,
                     })
                 }
@@ -281,9 +309,13 @@ mod tests {
         );
         let e = SessionError::Timeout {
             step: "DESCRIBE",
+            url: "rtsp://192.0.2.1/x".parse().unwrap(),
             after: Duration::from_millis(2500),
         };
-        assert_eq!(e.to_string(), "DESCRIBE got no response within 2.5 s");
+        assert_eq!(
+            e.to_string(),
+            "DESCRIBE rtsp://192.0.2.1/x got no response within 2.5 s"
+        );
         assert!(SessionError::NoVideoStream {
             found: "audio/pcma".into()
         }

@@ -1,0 +1,81 @@
+#!/usr/bin/python3
+"""A third-party RTSP server for understudy-recorder's tests: GStreamer's RTSP server serving a
+live test pattern encoded with x264/x265 at /cam.
+
+usage: gst_rtsp_server.py PORT [--codec h264|h265] [--size WxH] [--fps N] [--auth USER:PASS]
+
+PORT 0 picks a free port. Prints "ready PORT" on stdout once listening.
+"""
+
+import argparse
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+
+def launch_line(codec, width, height, fps):
+    src = (
+        f"videotestsrc is-live=true pattern=ball ! "
+        f"video/x-raw,width={width},height={height},framerate={fps}/1"
+    )
+    if codec == "h264":
+        enc = (
+            "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bframes=0 ! "
+            "rtph264pay name=pay0 pt=96 config-interval=-1"
+        )
+    else:
+        enc = (
+            # Closed GOPs: IDR key frames (retina does not treat CRA pictures as key frames).
+            "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=25 "
+            "option-string=open-gop=0:bframes=0 ! "
+            "video/x-h265,profile=main ! rtph265pay name=pay0 pt=96 config-interval=-1"
+        )
+    return f"( {src} ! {enc} )"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("port", type=int)
+    p.add_argument("--codec", choices=["h264", "h265"], default="h264")
+    p.add_argument("--size", default="320x240")
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--auth")
+    args = p.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(launch_line(args.codec, width, height, args.fps))
+    factory.set_shared(False)
+
+    if args.auth:
+        user, password = args.auth.split(":", 1)
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, user)
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+        server.set_auth(auth)
+        role, _ = Gst.Structure.from_string(
+            f"{user}, media.factory.access=(boolean)true, "
+            "media.factory.construct=(boolean)true"
+        )
+        factory.add_role_from_structure(role)
+
+    server.get_mount_points().add_factory("/cam", factory)
+    if server.attach(None) == 0:
+        print(f"cannot listen on port {args.port}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print(f"ready {server.get_bound_port()}", flush=True)
+    GLib.MainLoop().run()
+
+
+if __name__ == "__main__":
+    main()
