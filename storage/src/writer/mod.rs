@@ -59,6 +59,8 @@ pub struct ChannelWriter {
     state: RunState,
     segments_started: u64,
     current_volume: Option<Arc<Volume>>,
+    /// The volume where this channel's last segment failed: tried last next time.
+    avoid_volume: Option<Arc<Volume>>,
     /// Closed segments not yet settled by their syncer (what `close` waits for).
     closing: Vec<(Arc<Volume>, Arc<ActiveSegment>)>,
     finished: bool,
@@ -74,6 +76,7 @@ impl ChannelWriter {
             state: RunState::AwaitingKey,
             segments_started: 0,
             current_volume: None,
+            avoid_volume: None,
             closing: Vec::new(),
             finished: false,
         }
@@ -99,21 +102,27 @@ impl ChannelWriter {
                 self.close_segment(next, matches!(cut, Cut::SyncFailed));
             }
         }
-        if matches!(self.state, RunState::AwaitingKey) {
-            if !frame.key {
-                self.stats.add_dropped(1);
+        // At most twice: if writing the fragment this frame completes fails, the segment is
+        // abandoned and this frame, if a key frame, starts the next one.
+        for _ in 0..2 {
+            if matches!(self.state, RunState::AwaitingKey) {
+                if !frame.key {
+                    self.stats.add_dropped(1);
+                    return Ok(());
+                }
+                if let Err(e) = self.open_segment(params, frame.time_90k) {
+                    self.stats.add_dropped(1);
+                    return Err(e);
+                }
+            }
+            let RunState::Recording(rec) = &mut self.state else { return Ok(()) };
+            rec.last_time_90k = frame.time_90k;
+            let rel = frame.time_90k.saturating_sub(rec.seg.start_90k);
+            let Some(frag) = rec.muxer.push(rel, frame.key, frame.data.clone()) else { return Ok(()) };
+            self.write_fragment(frag);
+            if matches!(self.state, RunState::Recording(_)) {
                 return Ok(());
             }
-            if let Err(e) = self.open_segment(params, frame.time_90k) {
-                self.stats.add_dropped(1);
-                return Err(e);
-            }
-        }
-        let RunState::Recording(rec) = &mut self.state else { return Ok(()) };
-        rec.last_time_90k = frame.time_90k;
-        let rel = frame.time_90k - rec.seg.start_90k;
-        if let Some(frag) = rec.muxer.push(rel, frame.key, frame.data) {
-            self.write_fragment(frag);
         }
         Ok(())
     }
@@ -162,10 +171,15 @@ impl ChannelWriter {
         };
         let start_ms = ms_floor(time_90k);
         let need = self.expected_bitrate_bps / 8 * seg_ms / 1000;
-        let candidates = open::placement(&self.shared.volumes, self.current_volume.as_ref(), need);
+        let init = crate::fmp4::encode_init(params).map_err(|source| Error::Encode {
+            path: crate::naming::segment_rel_path(self.channel, start_ms, 0).unwrap_or_default(),
+            source,
+        })?;
+        let candidates =
+            open::placement(&self.shared.volumes, self.current_volume.as_ref(), self.avoid_volume.as_ref(), need);
         let mut reasons = Vec::new();
         for volume in candidates {
-            match open::create_segment(&volume, self.channel, start_ms, params, &self.stats) {
+            match open::create_segment(&volume, self.channel, start_ms, params, &init, &self.stats) {
                 Ok(seg) => {
                     if self.current_volume.as_ref().is_some_and(|c| !Arc::ptr_eq(c, &volume)) {
                         tracing::info!(channel = self.channel, volume = %volume.path.display(), "channel moved to another volume");
@@ -180,12 +194,16 @@ impl ChannelWriter {
                         muxer: FragmentMuxer::new(frag_90k),
                         last_time_90k: time_90k,
                     }));
+                    if self.avoid_volume.as_ref().is_some_and(|a| !Arc::ptr_eq(a, &volume)) {
+                        self.avoid_volume = None;
+                    }
                     self.current_volume = Some(volume);
                     self.segments_started += 1;
                     return Ok(());
                 }
                 Err(e) => {
                     tracing::error!(channel = self.channel, volume = %volume.path.display(), error = %e, "could not start a segment");
+                    self.avoid_volume = Some(Arc::clone(&volume));
                     self.stats.add_error();
                     if let Error::Io { path, source, op } = &e {
                         crate::syncer::disk_error(&volume, &self.shared.catalog, Some(self.channel), path, op, source);
@@ -203,7 +221,9 @@ impl ChannelWriter {
         let RunState::Recording(mut rec) = std::mem::replace(&mut self.state, RunState::AwaitingKey) else {
             return;
         };
-        if !abandon {
+        if abandon {
+            self.avoid_volume = Some(Arc::clone(&rec.volume));
+        } else {
             let tail = match next_time_90k {
                 Some(t) => {
                     let d = u32::try_from(t.saturating_sub(rec.last_time_90k)).unwrap_or(u32::MAX).max(1);
@@ -260,6 +280,7 @@ impl ChannelWriter {
                 rec.seg.fail_by_writer();
                 self.stats.add_error();
                 crate::syncer::disk_error(&rec.volume, &self.shared.catalog, Some(self.channel), &rec.seg.abs_path, "write", &e);
+                self.avoid_volume = Some(Arc::clone(&rec.volume));
                 self.closing.push((rec.volume, rec.seg));
             }
         }
@@ -273,7 +294,7 @@ fn cut_reason(rec: &Recording, params: &Arc<TrackParams>, frame: &InputFrame) ->
         Some(Cut::ParamsChanged)
     } else if frame.time_90k < rec.last_time_90k {
         Some(Cut::Backwards)
-    } else if frame.time_90k - rec.last_time_90k > MAX_GAP_90K {
+    } else if frame.time_90k.saturating_sub(rec.last_time_90k) > MAX_GAP_90K {
         Some(Cut::Gap)
     } else if frame.key && frame.time_90k >= rec.rotate_at_90k {
         Some(Cut::Rotate)

@@ -5,7 +5,6 @@ use std::io::{ErrorKind, Write};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::fmp4;
 use crate::fsutil;
 use crate::naming;
 use crate::segment::ActiveSegment;
@@ -16,11 +15,22 @@ use crate::volume::Volume;
 /// Volumes in the order a new segment should try them.
 ///
 /// The channel stays on `current` while it is usable and has room for a segment (`need`);
-/// otherwise the usable volume with the most headroom goes first. Unhealthy volumes come
-/// last: a failing disk is better than not recording at all.
-pub(crate) fn placement(volumes: &[Arc<Volume>], current: Option<&Arc<Volume>>, need: u64) -> Vec<Arc<Volume>> {
-    let mut scored: Vec<(bool, i128, Arc<Volume>)> =
-        volumes.iter().map(|v| (v.usable(), v.headroom(), Arc::clone(v))).collect();
+/// otherwise the usable volume with the most headroom goes first. `avoid` (where this
+/// channel's last segment failed) and unhealthy volumes come last: a failing disk is better
+/// than not recording at all.
+pub(crate) fn placement(
+    volumes: &[Arc<Volume>],
+    current: Option<&Arc<Volume>>,
+    avoid: Option<&Arc<Volume>>,
+    need: u64,
+) -> Vec<Arc<Volume>> {
+    let mut scored: Vec<(bool, i128, Arc<Volume>)> = volumes
+        .iter()
+        .map(|v| {
+            let avoided = avoid.is_some_and(|a| Arc::ptr_eq(a, v));
+            (v.usable() && !avoided, v.headroom(), Arc::clone(v))
+        })
+        .collect();
     let keep = current.and_then(|c| {
         scored
             .iter()
@@ -49,12 +59,9 @@ pub(crate) fn create_segment(
     channel: u32,
     start_ms: i64,
     params: &Arc<TrackParams>,
+    init: &[u8],
     stats: &Arc<DurableStats>,
 ) -> Result<Arc<ActiveSegment>> {
-    let init = fmp4::encode_init(params).map_err(|source| Error::Encode {
-        path: volume.path.join(naming::channel_dir(channel)),
-        source,
-    })?;
     let mut dup = 0u32;
     let mut retried_dir = false;
     loop {
@@ -100,7 +107,7 @@ pub(crate) fn create_segment(
                 return Err(Error::io("creating segment", &abs, e));
             }
         };
-        if let Err(e) = (&file).write_all(&init) {
+        if let Err(e) = (&file).write_all(init) {
             drop(file);
             let _ = std::fs::remove_file(&abs);
             volume.release_path(&rel_s);
