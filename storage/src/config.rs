@@ -36,7 +36,11 @@ impl StoreConfig {
     pub const DEFAULT_SEGMENT_DURATION: Duration = Duration::from_secs(60);
 
     /// A configuration with the default durations.
-    pub fn new(server_name: impl Into<String>, state_dir: impl Into<PathBuf>, volumes: Vec<VolumeConfig>) -> Self {
+    pub fn new(
+        server_name: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+        volumes: Vec<VolumeConfig>,
+    ) -> Self {
         StoreConfig {
             server_name: server_name.into(),
             state_dir: state_dir.into(),
@@ -56,20 +60,32 @@ impl StoreConfig {
             return Err(Error::Config("sync_interval must be positive".into()));
         }
         if self.fragment_duration < Duration::from_millis(10) {
-            return Err(Error::Config("fragment_duration must be at least 10 ms".into()));
+            return Err(Error::Config(
+                "fragment_duration must be at least 10 ms".into(),
+            ));
         }
         if self.segment_duration < Duration::from_millis(100) {
-            return Err(Error::Config("segment_duration must be at least 100 ms".into()));
+            return Err(Error::Config(
+                "segment_duration must be at least 100 ms".into(),
+            ));
         }
         if self.segment_duration > Duration::from_secs(24 * 3600) {
-            return Err(Error::Config("segment_duration must be at most 24 h".into()));
+            return Err(Error::Config(
+                "segment_duration must be at most 24 h".into(),
+            ));
         }
         for v in &self.volumes {
             if !v.path.is_absolute() {
-                return Err(Error::Config(format!("volume path {} must be absolute", v.path.display())));
+                return Err(Error::Config(format!(
+                    "volume path {} must be absolute",
+                    v.path.display()
+                )));
             }
             if v.max_bytes == Some(0) {
-                return Err(Error::Config(format!("volume {}: max_bytes must be positive", v.path.display())));
+                return Err(Error::Config(format!(
+                    "volume {}: max_bytes must be positive",
+                    v.path.display()
+                )));
             }
         }
         Ok(())

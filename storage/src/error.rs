@@ -21,8 +21,14 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
-    #[error("catalog {path}: schema version {found} is newer than this build understands ({supported})")]
-    CatalogVersion { path: PathBuf, found: i64, supported: i64 },
+    #[error(
+        "catalog {path}: schema version {found} is newer than this build understands ({supported})"
+    )]
+    CatalogVersion {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
 
     #[error("catalog {path} is in use by another process (lock held on {lock})")]
     CatalogLocked { path: PathBuf, lock: PathBuf },
@@ -30,11 +36,21 @@ pub enum Error {
     #[error("volume {path} has no marker: not mounted or swapped? (the catalog knows {segments} segments on it)")]
     VolumeMarkerMissing { path: PathBuf, segments: u64 },
 
-    #[error("volume {path}: marker uuid {found} differs from the catalog's {expected}: swapped disk?")]
-    VolumeMarkerMismatch { path: PathBuf, found: String, expected: String },
+    #[error(
+        "volume {path}: marker uuid {found} differs from the catalog's {expected}: swapped disk?"
+    )]
+    VolumeMarkerMismatch {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
 
     #[error("volume {path}: marker {marker} is unreadable: {reason}")]
-    VolumeMarkerInvalid { path: PathBuf, marker: PathBuf, reason: String },
+    VolumeMarkerInvalid {
+        path: PathBuf,
+        marker: PathBuf,
+        reason: String,
+    },
 
     #[error("volume {path} is in use by another process (lock held on {marker})")]
     VolumeLocked { path: PathBuf, marker: PathBuf },
@@ -52,10 +68,18 @@ pub enum Error {
     ChannelBusy { channel: u32 },
 
     #[error("channel {channel}: nothing recorded between {from_90k} and {to_90k} (90 kHz)")]
-    NothingRecorded { channel: u32, from_90k: i64, to_90k: i64 },
+    NothingRecorded {
+        channel: u32,
+        from_90k: i64,
+        to_90k: i64,
+    },
 
     #[error("channel {channel}: invalid range {from_90k}..{to_90k} (90 kHz)")]
-    InvalidRange { channel: u32, from_90k: i64, to_90k: i64 },
+    InvalidRange {
+        channel: u32,
+        from_90k: i64,
+        to_90k: i64,
+    },
 
     #[error("channel {channel}: export: {source}")]
     Export {
@@ -72,7 +96,11 @@ pub enum Error {
     },
 
     #[error("channel {channel}: timed out after {waited_ms} ms waiting for {pending} segment(s) to become durable")]
-    CloseTimeout { channel: u32, pending: usize, waited_ms: u64 },
+    CloseTimeout {
+        channel: u32,
+        pending: usize,
+        waited_ms: u64,
+    },
 
     #[error("the store is open read-only")]
     ReadOnly,
@@ -88,6 +116,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -36,7 +36,12 @@ pub fn write_all_vectored(mut w: impl Write, mut bufs: &mut [IoSlice<'_>]) -> io
     IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
         match w.write_vectored(bufs) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer")),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "failed to write whole buffer",
+                ))
+            }
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -64,7 +69,14 @@ pub fn random_uuid() -> io::Result<String> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
 }
 
 /// Takes an exclusive, non-blocking `flock` on an open file. `Ok(false)` if someone else holds it.
@@ -118,7 +130,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let d = t.path().join("a/b/c");
         let changed = create_dirs_tracked(t.path(), &d).unwrap();
-        assert_eq!(changed, vec![t.path().to_path_buf(), t.path().join("a"), t.path().join("a/b")]);
+        assert_eq!(
+            changed,
+            vec![
+                t.path().to_path_buf(),
+                t.path().join("a"),
+                t.path().join("a/b")
+            ]
+        );
         assert!(create_dirs_tracked(t.path(), &d).unwrap().is_empty());
     }
 
@@ -128,7 +147,11 @@ mod tests {
         let a = vec![1u8; 10];
         let b: Vec<u8> = vec![];
         let c = vec![2u8; 5000];
-        write_all_vectored(&mut out, &mut [IoSlice::new(&b), IoSlice::new(&a), IoSlice::new(&c)]).unwrap();
+        write_all_vectored(
+            &mut out,
+            &mut [IoSlice::new(&b), IoSlice::new(&a), IoSlice::new(&c)],
+        )
+        .unwrap();
         assert_eq!(out.len(), 5010);
         assert!(free_bytes(Path::new("/")).unwrap() > 0);
     }

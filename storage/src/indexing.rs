@@ -60,7 +60,9 @@ fn walk(volume: &Volume) -> Result<Vec<Found>> {
     let mut out = Vec::new();
     for ch in read(&volume.path)? {
         let name = ch.file_name();
-        let Some(_) = name.to_str().and_then(naming::parse_channel_dir) else { continue };
+        let Some(_) = name.to_str().and_then(naming::parse_channel_dir) else {
+            continue;
+        };
         if !ch.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             continue;
         }
@@ -70,7 +72,9 @@ fn walk(volume: &Volume) -> Result<Vec<Found>> {
             }
             for f in read(&date.path())? {
                 let abs = f.path();
-                let Ok(rel) = abs.strip_prefix(&volume.path) else { continue };
+                let Ok(rel) = abs.strip_prefix(&volume.path) else {
+                    continue;
+                };
                 match naming::parse_segment_rel_path(rel) {
                     Some((channel, start_ms)) => out.push(Found {
                         rel: rel.to_string_lossy().into_owned(),
@@ -78,7 +82,9 @@ fn walk(volume: &Volume) -> Result<Vec<Found>> {
                         channel,
                         start_ms,
                     }),
-                    None => tracing::warn!(path = %abs.display(), "ignoring unexpected file on volume"),
+                    None => {
+                        tracing::warn!(path = %abs.display(), "ignoring unexpected file on volume")
+                    }
                 }
             }
         }
@@ -99,7 +105,10 @@ pub(crate) fn index_volumes(
         found.push(walk(v)?);
     }
     let total: usize = found.iter().map(Vec::len).sum();
-    let mut sum = ReindexSummary { files: total, ..Default::default() };
+    let mut sum = ReindexSummary {
+        files: total,
+        ..Default::default()
+    };
     let mut done = 0;
     progress(0, total);
     for (volume, files) in volumes.iter().zip(found) {
@@ -125,8 +134,11 @@ fn index_volume(
     sum: &mut ReindexSummary,
     tick: &mut dyn FnMut(usize),
 ) -> Result<()> {
-    let rows: HashMap<String, SegmentRow> =
-        catalog.segments_on_volume(volume.id)?.into_iter().map(|r| (r.rel_path.clone(), r)).collect();
+    let rows: HashMap<String, SegmentRow> = catalog
+        .segments_on_volume(volume.id)?
+        .into_iter()
+        .map(|r| (r.rel_path.clone(), r))
+        .collect();
     let mut seen: HashSet<String> = HashSet::with_capacity(files.len());
     let mut used = 0u64;
     let mut stale_rows = Vec::new();
@@ -150,7 +162,10 @@ fn index_volume(
         let row = rows.get(&f.rel);
         let trusted = !force
             && row.is_some_and(|r| {
-                !r.open && r.bytes == len && r.channel == f.channel && r.start_90k == f.start_ms * TICKS_PER_MS
+                !r.open
+                    && r.bytes == len
+                    && r.channel == f.channel
+                    && r.start_90k == f.start_ms * TICKS_PER_MS
             });
         if trusted {
             used += len;
@@ -183,9 +198,14 @@ fn index_volume(
                         if let Some(r) = row {
                             stale_rows.push(r.id);
                         }
-                        event(catalog, "segment_removed", f.channel, serde_json::json!({
-                            "path": f.abs.display().to_string(), "bytes": len, "reason": "no complete init segment or fragment",
-                        }));
+                        event(
+                            catalog,
+                            "segment_removed",
+                            f.channel,
+                            serde_json::json!({
+                                "path": f.abs.display().to_string(), "bytes": len, "reason": "no complete init segment or fragment",
+                            }),
+                        );
                     }
                     Err(e) => {
                         tracing::error!(path = %f.abs.display(), error = %e, "cannot delete empty segment");
@@ -198,12 +218,21 @@ fn index_volume(
         if outcome.truncated > 0 {
             sum.repaired += 1;
             sum.bytes_cut += outcome.truncated;
-            event(catalog, "segment_repaired", f.channel, serde_json::json!({
-                "path": f.abs.display().to_string(), "bytes_cut": outcome.truncated, "valid_len": scan.valid_len,
-                "fragments": scan.fragments.len(),
-            }));
+            event(
+                catalog,
+                "segment_repaired",
+                f.channel,
+                serde_json::json!({
+                    "path": f.abs.display().to_string(), "bytes_cut": outcome.truncated, "valid_len": scan.valid_len,
+                    "fragments": scan.fragments.len(),
+                }),
+            );
         }
-        let end_rel = scan.fragments.last().map(|l| l.base_time + l.duration).unwrap_or(0);
+        let end_rel = scan
+            .fragments
+            .last()
+            .map(|l| l.base_time + l.duration)
+            .unwrap_or(0);
         let start_90k = f.start_ms * TICKS_PER_MS;
         let new = NewSegment {
             channel: f.channel,

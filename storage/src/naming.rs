@@ -82,7 +82,12 @@ pub fn parse_segment_name(name: &str) -> Option<i64> {
         num(16..19)? * 1_000_000,
     )
     .ok()?;
-    Some(dt.to_zoned(TimeZone::UTC).ok()?.timestamp().as_millisecond())
+    Some(
+        dt.to_zoned(TimeZone::UTC)
+            .ok()?
+            .timestamp()
+            .as_millisecond(),
+    )
 }
 
 /// Parses a relative segment path into (channel, start in ms), checking the date directory.
@@ -110,7 +115,10 @@ mod tests {
         assert_eq!(p, Path::new("ch007/2026-11-24/20261124T184220.123Z.mp4"));
         assert_eq!(parse_segment_rel_path(&p), Some((7, ms)));
         let p2 = segment_rel_path(1234, ms, 2).unwrap();
-        assert_eq!(p2, Path::new("ch1234/2026-11-24/20261124T184220.123Z-2.mp4"));
+        assert_eq!(
+            p2,
+            Path::new("ch1234/2026-11-24/20261124T184220.123Z-2.mp4")
+        );
         assert_eq!(parse_segment_rel_path(&p2), Some((1234, ms)));
     }
 
@@ -124,7 +132,10 @@ mod tests {
         assert_eq!(parse_channel_dir("chabc"), None);
         assert_eq!(parse_channel_dir("ch010"), Some(10));
         // Date directory must agree with the name.
-        assert_eq!(parse_segment_rel_path(Path::new("ch001/2026-11-25/20261124T184220.123Z.mp4")), None);
+        assert_eq!(
+            parse_segment_rel_path(Path::new("ch001/2026-11-25/20261124T184220.123Z.mp4")),
+            None
+        );
     }
 
     #[test]

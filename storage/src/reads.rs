@@ -62,7 +62,12 @@ pub(crate) fn recordings(
     from_90k: Option<i64>,
     to_90k: Option<i64>,
 ) -> Result<Vec<SegmentInfo>> {
-    let rows = catalog.overlapping(channel, from_90k.unwrap_or(i64::MIN), to_90k.unwrap_or(i64::MAX), false)?;
+    let rows = catalog.overlapping(
+        channel,
+        from_90k.unwrap_or(i64::MIN),
+        to_90k.unwrap_or(i64::MAX),
+        false,
+    )?;
     Ok(rows
         .into_iter()
         .filter_map(|r| {
@@ -104,7 +109,9 @@ fn fragments_of(r: &SegmentRow, path: &std::path::Path) -> Result<Vec<FragmentIn
         }
         tracing::warn!(path = %path.display(), "malformed fragment index in catalog; scanning the file");
     }
-    fmp4::scan(path).map(|s| s.fragments).map_err(|e| Error::io("scanning segment", path, e))
+    fmp4::scan(path)
+        .map(|s| s.fragments)
+        .map_err(|e| Error::io("scanning segment", path, e))
 }
 
 pub(crate) fn export(
@@ -117,9 +124,17 @@ pub(crate) fn export(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportSummary> {
     if to_90k <= from_90k {
-        return Err(Error::InvalidRange { channel, from_90k, to_90k });
+        return Err(Error::InvalidRange {
+            channel,
+            from_90k,
+            to_90k,
+        });
     }
-    let nothing = || Error::NothingRecorded { channel, from_90k, to_90k };
+    let nothing = || Error::NothingRecorded {
+        channel,
+        from_90k,
+        to_90k,
+    };
     let rows: Vec<SegmentRow> = catalog
         .overlapping(channel, from_90k, to_90k, true)?
         .into_iter()
@@ -131,8 +146,16 @@ pub(crate) fn export(
     let mut stopped = None;
     let mut prev_end = i64::MIN;
     for r in &rows {
-        if r.sample_entry != first.sample_entry || r.codec != first.codec || r.width != first.width || r.height != first.height {
-            tracing::info!(channel, at_90k = r.start_90k, "export stops at a change of codec parameters");
+        if r.sample_entry != first.sample_entry
+            || r.codec != first.codec
+            || r.width != first.width
+            || r.height != first.height
+        {
+            tracing::info!(
+                channel,
+                at_90k = r.start_90k,
+                "export stops at a change of codec parameters"
+            );
             stopped = Some(r.start_90k);
             break;
         }
@@ -140,23 +163,33 @@ pub(crate) fn export(
             tracing::warn!(channel, path = %r.rel_path, "skipping segment overlapping the previous one in time");
             continue;
         }
-        let Some(v) = volume_of(volumes, r) else { continue };
+        let Some(v) = volume_of(volumes, r) else {
+            continue;
+        };
         let path = v.path.join(&r.rel_path);
         let fragments = match fragments_of(r, &path) {
             Ok(f) => f,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue
+            }
             Err(e) => return Err(e),
         };
         if fragments.is_empty() {
             continue;
         }
         prev_end = r.end_90k.max(r.start_90k);
-        pieces.push(ExportPiece { path, start_90k: r.start_90k, fragments });
+        pieces.push(ExportPiece {
+            path,
+            start_90k: r.start_90k,
+            fragments,
+        });
     }
     let to = stopped.map_or(to_90k, |s| s.min(to_90k));
     // An export starts at a key frame before `to`.
     let startable = pieces.iter().any(|p| {
-        p.fragments.iter().any(|f| f.starts_with_key && p.start_90k.saturating_add(f.base_time as i64) < to)
+        p.fragments
+            .iter()
+            .any(|f| f.starts_with_key && p.start_90k.saturating_add(f.base_time as i64) < to)
     });
     if !startable {
         return Err(nothing());

@@ -49,7 +49,9 @@ pub(crate) struct Outcome {
 pub(crate) fn enforce(volume: &Volume, catalog: &Catalog) -> Outcome {
     let mut out = Outcome::default();
     let used = volume.used();
-    let Some(budget) = budget(volume, used) else { return out };
+    let Some(budget) = budget(volume, used) else {
+        return out;
+    };
     if used <= budget {
         return out;
     }
@@ -135,7 +137,10 @@ pub(crate) fn enforce(volume: &Volume, catalog: &Catalog) -> Outcome {
 }
 
 fn warn_full(volume: &Volume, used: u64, budget: u64) {
-    let mut last = volume.last_full_warning.lock().unwrap_or_else(|p| p.into_inner());
+    let mut last = volume
+        .last_full_warning
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if last.is_none_or(|t| t.elapsed() >= FULL_WARNING_EVERY) {
         *last = Some(Instant::now());
         tracing::error!(volume = %volume.path.display(), used, budget,
@@ -146,9 +151,15 @@ fn warn_full(volume: &Volume, used: u64, budget: u64) {
 /// Removes a date directory emptied by retention, unless it is today's or yesterday's (UTC),
 /// which a writer may be about to use.
 fn remove_if_empty_and_old(dir: &std::path::Path) {
-    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else { return };
-    let Ok(date) = name.parse::<jiff::civil::Date>() else { return };
-    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let Ok(date) = name.parse::<jiff::civil::Date>() else {
+        return;
+    };
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
     if date >= today.yesterday().unwrap_or(today) {
         return;
     }

@@ -106,7 +106,10 @@ impl ActiveSegment {
             stats,
             sync_failed: AtomicBool::new(false),
             state: Mutex::new(State {
-                written: Progress { bytes: init_len, ..Progress::default() },
+                written: Progress {
+                    bytes: init_len,
+                    ..Progress::default()
+                },
                 writer: WriterPhase::Writing,
                 sync: SyncPhase::Uncataloged,
             }),
@@ -191,7 +194,11 @@ impl ActiveSegment {
 
     pub fn snapshot(&self) -> Snapshot {
         let st = self.lock();
-        Snapshot { written: st.written.clone(), writer: st.writer, sync: st.sync.clone() }
+        Snapshot {
+            written: st.written.clone(),
+            writer: st.writer,
+            sync: st.sync.clone(),
+        }
     }
 
     /// Records the outcome of a committed sync round.

@@ -54,9 +54,14 @@ impl DurableStats {
     }
     pub(crate) fn add_durable(&self, frames: u64, bytes: u64) {
         if frames > 0 || bytes > 0 {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros();
             let now = u64::try_from(now).unwrap_or(u64::MAX).max(1);
-            let _ = self.first_durable_us.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+            let _ =
+                self.first_durable_us
+                    .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
         }
         self.bytes_durable.fetch_add(bytes, Ordering::AcqRel);
         self.frames_durable.fetch_add(frames, Ordering::AcqRel);
@@ -68,6 +73,7 @@ impl DurableStats {
         self.write_errors.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn add_dropped(&self, frames: u64) {
-        self.frames_dropped_before_key.fetch_add(frames, Ordering::Relaxed);
+        self.frames_dropped_before_key
+            .fetch_add(frames, Ordering::Relaxed);
     }
 }

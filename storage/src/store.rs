@@ -71,7 +71,15 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("server_name", &self.shared.cfg.server_name)
             .field("state_dir", &self.shared.cfg.state_dir)
-            .field("volumes", &self.shared.volumes.iter().map(|v| &v.path).collect::<Vec<_>>())
+            .field(
+                "volumes",
+                &self
+                    .shared
+                    .volumes
+                    .iter()
+                    .map(|v| &v.path)
+                    .collect::<Vec<_>>(),
+            )
             .field("read_only", &self.shared.read_only)
             .finish()
     }
@@ -81,7 +89,10 @@ fn check_duplicates(cfg: &StoreConfig) -> Result<()> {
     for (i, a) in cfg.volumes.iter().enumerate() {
         for b in &cfg.volumes[..i] {
             if a.path == b.path || a.path.starts_with(&b.path) || b.path.starts_with(&a.path) {
-                return Err(Error::VolumeDuplicate { path: a.path.clone(), other: b.path.clone() });
+                return Err(Error::VolumeDuplicate {
+                    path: a.path.clone(),
+                    other: b.path.clone(),
+                });
             }
         }
     }
@@ -101,9 +112,16 @@ impl Store {
         }
         let started = std::time::Instant::now();
         let summary = indexing::index_volumes(&volumes, &catalog, false, &mut |_, _| {})?;
-        tracing::info!(files = summary.files, scanned = summary.scanned, repaired = summary.repaired,
-            added = summary.added, removed_files = summary.removed_files, removed_rows = summary.removed_rows,
-            elapsed_ms = started.elapsed().as_millis() as u64, "volumes indexed");
+        tracing::info!(
+            files = summary.files,
+            scanned = summary.scanned,
+            repaired = summary.repaired,
+            added = summary.added,
+            removed_files = summary.removed_files,
+            removed_rows = summary.removed_rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "volumes indexed"
+        );
         let mut syncers = Vec::with_capacity(volumes.len());
         for v in &volumes {
             let (v2, c2, interval) = (Arc::clone(v), Arc::clone(&catalog), cfg.sync_interval);
@@ -123,7 +141,9 @@ impl Store {
             channels: Mutex::new(HashSet::new()),
             reindexing: Mutex::new(()),
         };
-        Ok(Store { shared: Arc::new(shared) })
+        Ok(Store {
+            shared: Arc::new(shared),
+        })
     }
 
     /// Opens the catalog read-only, beside a process that is recording (`recordings`,
@@ -134,7 +154,9 @@ impl Store {
         let catalog = Arc::new(Catalog::open_read_only(&cfg.state_dir)?);
         let mut volumes = Vec::new();
         for vc in &cfg.volumes {
-            let Some(path) = vc.path.to_str() else { continue };
+            let Some(path) = vc.path.to_str() else {
+                continue;
+            };
             if let Some(row) = catalog.volume_by_path(path)? {
                 volumes.push(Arc::new(Volume::read_only(row.id, row.uuid, vc)));
             }
@@ -149,7 +171,9 @@ impl Store {
             channels: Mutex::new(HashSet::new()),
             reindexing: Mutex::new(()),
         };
-        Ok(Store { shared: Arc::new(shared) })
+        Ok(Store {
+            shared: Arc::new(shared),
+        })
     }
 
     fn writable(&self) -> Result<()> {
@@ -169,13 +193,28 @@ impl Store {
         if !lock(&self.shared.channels).insert(channel) {
             return Err(Error::ChannelBusy { channel });
         }
-        Ok(ChannelWriter::new(Arc::clone(&self.shared), channel, expected_bitrate_bps))
+        Ok(ChannelWriter::new(
+            Arc::clone(&self.shared),
+            channel,
+            expected_bitrate_bps,
+        ))
     }
 
     /// Segments of `channel` overlapping `[from, to]` (either end open), by start time,
     /// including open ones (whose end is their durable end).
-    pub fn recordings(&self, channel: u32, from_90k: Option<i64>, to_90k: Option<i64>) -> Result<Vec<SegmentInfo>> {
-        reads::recordings(&self.shared.catalog, &self.shared.volumes, channel, from_90k, to_90k)
+    pub fn recordings(
+        &self,
+        channel: u32,
+        from_90k: Option<i64>,
+        to_90k: Option<i64>,
+    ) -> Result<Vec<SegmentInfo>> {
+        reads::recordings(
+            &self.shared.catalog,
+            &self.shared.volumes,
+            channel,
+            from_90k,
+            to_90k,
+        )
     }
 
     /// Writes `[from, to)` of `channel` as one fragmented MP4 starting at the key frame at or
@@ -189,7 +228,15 @@ impl Store {
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ExportSummary> {
-        reads::export(&self.shared.catalog, &self.shared.volumes, channel, from_90k, to_90k, out, progress)
+        reads::export(
+            &self.shared.catalog,
+            &self.shared.volumes,
+            channel,
+            from_90k,
+            to_90k,
+            out,
+            progress,
+        )
     }
 
     /// Re-scans every segment file (except those being written), repairing torn tails and
@@ -201,7 +248,13 @@ impl Store {
     }
 
     /// Records an event; returns its id.
-    pub fn add_event(&self, kind: &str, main: Option<&str>, channel: Option<u32>, detail: &serde_json::Value) -> Result<i64> {
+    pub fn add_event(
+        &self,
+        kind: &str,
+        main: Option<&str>,
+        channel: Option<u32>,
+        detail: &serde_json::Value,
+    ) -> Result<i64> {
         if self.shared.read_only {
             return Err(Error::ReadOnly);
         }

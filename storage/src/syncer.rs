@@ -46,7 +46,12 @@ pub(crate) fn run(volume: Arc<Volume>, catalog: Arc<Catalog>, interval: Duration
 /// What a round decided for one segment.
 enum Plan {
     /// Insert or update the row with `progress`; `open` = the writer may still append.
-    Commit { seg: Arc<ActiveSegment>, snap: Snapshot, progress: Progress, open: bool },
+    Commit {
+        seg: Arc<ActiveSegment>,
+        snap: Snapshot,
+        progress: Progress,
+        open: bool,
+    },
     /// Closed with no fragment: remove the file.
     Discard { seg: Arc<ActiveSegment> },
     /// Nothing new since the last round.
@@ -94,7 +99,12 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
             dirs.extend(seg.dirs_to_sync.iter().cloned());
         }
         let progress = snap.written.clone();
-        plans.push(Plan::Commit { seg, snap, progress, open: !closed });
+        plans.push(Plan::Commit {
+            seg,
+            snap,
+            progress,
+            open: !closed,
+        });
     }
 
     // Step 4: directory entries of new files.
@@ -114,7 +124,12 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
         match plan {
             Plan::Idle => {}
             Plan::Discard { seg } => discard(volume, &seg),
-            Plan::Commit { seg, snap, progress, open } => {
+            Plan::Commit {
+                seg,
+                snap,
+                progress,
+                open,
+            } => {
                 let op = match &snap.sync {
                     SyncPhase::Uncataloged => {
                         if seg.dirs_to_sync.iter().any(|d| bad_dirs.contains(d)) {
@@ -122,7 +137,9 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
                         }
                         SyncOp::Insert(new_row(volume, &seg, &progress, open))
                     }
-                    SyncPhase::Cataloged { id, .. } => SyncOp::Update(update_row(*id, &seg, &progress, open)),
+                    SyncPhase::Cataloged { id, .. } => {
+                        SyncOp::Update(update_row(*id, &seg, &progress, open))
+                    }
                     SyncPhase::Settled => continue,
                 };
                 ops.push(op);
@@ -154,9 +171,15 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
                 (0, 0, id.unwrap_or_default())
             }
         };
-        seg.stats.add_durable(progress.frames - prev_frames, progress.bytes.saturating_sub(prev_bytes));
+        seg.stats.add_durable(
+            progress.frames - prev_frames,
+            progress.bytes.saturating_sub(prev_bytes),
+        );
         if open {
-            seg.set_sync(SyncPhase::Cataloged { id: row_id, durable: progress });
+            seg.set_sync(SyncPhase::Cataloged {
+                id: row_id,
+                durable: progress,
+            });
         } else {
             tracing::debug!(channel = seg.channel, path = %seg.abs_path.display(), frames = progress.frames, "segment finalized");
             seg.set_sync(SyncPhase::Settled);
@@ -184,30 +207,60 @@ fn new_row(volume: &Volume, seg: &ActiveSegment, p: &Progress, open: bool) -> Ne
 }
 
 fn update_row(id: i64, seg: &ActiveSegment, p: &Progress, open: bool) -> SegmentUpdate {
-    SegmentUpdate { id, end_90k: end_90k(seg, p), bytes: p.bytes, frames: p.frames, fragments: p.index.clone(), open }
+    SegmentUpdate {
+        id,
+        end_90k: end_90k(seg, p),
+        bytes: p.bytes,
+        frames: p.frames,
+        fragments: p.index.clone(),
+        open,
+    }
 }
 
 fn end_90k(seg: &ActiveSegment, p: &Progress) -> i64 {
-    seg.start_90k.saturating_add(i64::try_from(p.end_rel_90k).unwrap_or(i64::MAX))
+    seg.start_90k
+        .saturating_add(i64::try_from(p.end_rel_90k).unwrap_or(i64::MAX))
 }
 
 /// fsync failed: keep what is durable, finalize it, and abandon the file.
-fn sync_failed(volume: &Volume, catalog: &Catalog, seg: Arc<ActiveSegment>, snap: Snapshot, e: &std::io::Error) -> Plan {
+fn sync_failed(
+    volume: &Volume,
+    catalog: &Catalog,
+    seg: Arc<ActiveSegment>,
+    snap: Snapshot,
+    e: &std::io::Error,
+) -> Plan {
     tracing::error!(channel = seg.channel, path = %seg.abs_path.display(), error = %e,
         "fdatasync failed; abandoning the segment at its last durable length");
     seg.mark_sync_failed();
     seg.stats.add_error();
-    disk_error(volume, catalog, Some(seg.channel), &seg.abs_path, "fdatasync", e);
+    disk_error(
+        volume,
+        catalog,
+        Some(seg.channel),
+        &seg.abs_path,
+        "fdatasync",
+        e,
+    );
     match &snap.sync {
         SyncPhase::Cataloged { durable, .. } => {
             let durable = durable.clone();
-            let cut = seg.file.metadata().map(|m| m.len().saturating_sub(durable.bytes)).unwrap_or(0);
+            let cut = seg
+                .file
+                .metadata()
+                .map(|m| m.len().saturating_sub(durable.bytes))
+                .unwrap_or(0);
             if let Err(e) = seg.file.set_len(durable.bytes) {
                 tracing::warn!(path = %seg.abs_path.display(), error = %e, "could not cut the unsynced tail; start-up repair will");
             } else {
                 volume.sub_used(cut);
             }
-            Plan::Commit { seg, snap, progress: durable, open: false }
+            Plan::Commit {
+                seg,
+                snap,
+                progress: durable,
+                open: false,
+            }
         }
         _ => {
             // Nothing of it was ever durable; leave the file to start-up indexing.
@@ -231,7 +284,9 @@ fn discard(volume: &Volume, seg: &Arc<ActiveSegment>) {
             }
             tracing::debug!(channel = seg.channel, path = %seg.abs_path.display(), "removed segment with no fragments");
         }
-        Err(e) => tracing::warn!(path = %seg.abs_path.display(), error = %e, "could not remove empty segment"),
+        Err(e) => {
+            tracing::warn!(path = %seg.abs_path.display(), error = %e, "could not remove empty segment")
+        }
     }
     seg.set_sync(SyncPhase::Settled);
     volume.dequeue(seg);

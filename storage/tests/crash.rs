@@ -32,24 +32,37 @@ fn main() {
 
 /// Records 6 s per channel, reports what is durable, writes some more, then waits to be killed.
 fn child(dir: &Path) {
-    let base: i64 = std::env::var("UNDERSTUDY_CRASH_BASE").unwrap().parse().unwrap();
+    let base: i64 = std::env::var("UNDERSTUDY_CRASH_BASE")
+        .unwrap()
+        .parse()
+        .unwrap();
     let clip = h264_clip(6, "320x240");
     let store = Store::open(config(dir, &[("v1", None)], SEGMENT)).unwrap();
-    let mut writers: Vec<_> = CHANNELS.iter().map(|&c| store.channel_writer(c, 400_000).unwrap()).collect();
+    let mut writers: Vec<_> = CHANNELS
+        .iter()
+        .map(|&c| store.channel_writer(c, 400_000).unwrap())
+        .collect();
     for w in &mut writers {
         feed(w, &clip, base, 1, None);
     }
     // The last second is still in the muxer; everything before it becomes durable.
     for (w, c) in writers.iter().zip(CHANNELS) {
         let st = w.stats();
-        assert!(wait_until(Duration::from_secs(60), || st.frames_durable() >= 125), "channel {c}");
+        assert!(
+            wait_until(Duration::from_secs(60), || st.frames_durable() >= 125),
+            "channel {c}"
+        );
         println!("durable {c} {}", st.frames_durable());
     }
     // More footage, written but (mostly) not yet synced when the kill comes.
     let clip_len = clip.frames.len() as i64 * FRAME_90K;
     for w in &mut writers {
         for (rel, key, data) in clip.frames.iter().take(50) {
-            let f = InputFrame { time_90k: base + clip_len + rel, key: *key, data: data.clone() };
+            let f = InputFrame {
+                time_90k: base + clip_len + rel,
+                key: *key,
+                data: data.clone(),
+            };
             w.push(&clip.params, f).unwrap();
         }
     }
@@ -92,14 +105,26 @@ fn parent() {
     };
     let cut = newest(1);
     let len = std::fs::metadata(&cut).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&cut).unwrap().set_len(len - 1000).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
     let zeroed = newest(2);
-    let mut f = std::fs::OpenOptions::new().append(true).open(&zeroed).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&zeroed)
+        .unwrap();
     f.write_all(&[0u8; 4096]).unwrap();
     drop(f);
     let date_dir = cut.parent().unwrap();
     let garbage = date_dir.join("20000101T000000.000Z.mp4");
-    let garbage = date_dir.parent().unwrap().join("2000-01-01").join(garbage.file_name().unwrap());
+    let garbage = date_dir
+        .parent()
+        .unwrap()
+        .join("2000-01-01")
+        .join(garbage.file_name().unwrap());
     std::fs::create_dir_all(garbage.parent().unwrap()).unwrap();
     std::fs::write(&garbage, b"\0\0\0\x18ftypis").unwrap();
 
@@ -109,12 +134,24 @@ fn parent() {
     let mut cataloged = 0;
     for c in CHANNELS {
         let recs = store.recordings(c, None, None).unwrap();
-        assert!(recs.iter().all(|r| !r.open), "channel {c}: nothing left open");
+        assert!(
+            recs.iter().all(|r| !r.open),
+            "channel {c}: nothing left open"
+        );
         let frames: u64 = recs.iter().map(|r| r.frames).sum();
-        assert!(frames >= durable[&c], "channel {c}: {frames} frames cataloged < {} durable before the crash", durable[&c]);
+        assert!(
+            frames >= durable[&c],
+            "channel {c}: {frames} frames cataloged < {} durable before the crash",
+            durable[&c]
+        );
         assert_eq!(recs[0].start_90k, base);
         for r in &recs {
-            assert_eq!(std::fs::metadata(&r.path).unwrap().len(), r.bytes, "{}", r.path.display());
+            assert_eq!(
+                std::fs::metadata(&r.path).unwrap().len(),
+                r.bytes,
+                "{}",
+                r.path.display()
+            );
             assert_ffprobe_clean(&r.path);
             assert_decodes(&r.path);
             assert_eq!(ffprobe_frames(&r.path), r.frames, "{}", r.path.display());
@@ -123,12 +160,23 @@ fn parent() {
     }
     assert_eq!(mp4_files(&vol).len(), cataloged, "every file is cataloged");
     let events = store.events_since(0, 1000).unwrap();
-    let repaired: Vec<_> = events.iter().filter(|e| e.kind == "segment_repaired").collect();
+    let repaired: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "segment_repaired")
+        .collect();
     assert!(repaired.len() >= 2, "{events:?}");
     for p in [&cut, &zeroed] {
-        assert!(repaired.iter().any(|e| e.detail["path"] == p.display().to_string()), "{} repaired", p.display());
+        assert!(
+            repaired
+                .iter()
+                .any(|e| e.detail["path"] == p.display().to_string()),
+            "{} repaired",
+            p.display()
+        );
     }
-    assert!(events.iter().any(|e| e.kind == "segment_removed" && e.detail["path"] == garbage.display().to_string()));
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "segment_removed" && e.detail["path"] == garbage.display().to_string()));
 
     // And recording goes on after the crash.
     let clip = h264_clip(2, "320x240");

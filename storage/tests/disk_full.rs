@@ -38,12 +38,18 @@ impl Drop for Mount {
 fn enospc_mid_segment_keeps_whole_fragments_and_moves_on() {
     let tmp = tempfile::tempdir().unwrap();
     let Some(_mount) = Mount::tmpfs(&tmp.path().join("tiny"), "320k") else {
-        eprintln!("disk_full: cannot mount tmpfs here (needs CAP_SYS_ADMIN); ENOSPC path not exercised");
+        eprintln!(
+            "disk_full: cannot mount tmpfs here (needs CAP_SYS_ADMIN); ENOSPC path not exercised"
+        );
         return;
     };
     let clip = h264_clip(6, "320x240");
     // "disk" has less headroom than the empty tmpfs, so the channel starts on "tiny".
-    let cfg = config(tmp.path(), &[("tiny", None), ("disk", Some(300_000))], Duration::from_secs(60));
+    let cfg = config(
+        tmp.path(),
+        &[("tiny", None), ("disk", Some(300_000))],
+        Duration::from_secs(60),
+    );
     let store = Store::open(cfg).unwrap();
     let base = base_time_90k();
     let mut w = store.channel_writer(1, 0).unwrap();
@@ -53,9 +59,21 @@ fn enospc_mid_segment_keeps_whole_fragments_and_moves_on() {
 
     assert!(st.write_errors() >= 1);
     let events = store.events_since(0, 100).unwrap();
-    let e = events.iter().find(|e| e.kind == "disk_error").expect("disk_error event");
-    assert!(e.detail["error"].as_str().unwrap().contains("No space left"), "{e:?}");
-    assert!(e.detail["path"].as_str().unwrap().contains("/tiny/"), "{e:?}");
+    let e = events
+        .iter()
+        .find(|e| e.kind == "disk_error")
+        .expect("disk_error event");
+    assert!(
+        e.detail["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{e:?}"
+    );
+    assert!(
+        e.detail["path"].as_str().unwrap().contains("/tiny/"),
+        "{e:?}"
+    );
 
     let recs = store.recordings(1, None, None).unwrap();
     let tiny: Vec<_> = recs.iter().filter(|r| r.volume.ends_with("tiny")).collect();

@@ -27,7 +27,8 @@ fn tiny_budget_deletes_oldest_closed_segments_and_keeps_recording() {
     assert!(st.segments() >= 15, "{} segments", st.segments());
     let vol = tmp.path().join("v1");
     assert!(
-        wait_until(Duration::from_secs(30), || store.volumes()[0].used_bytes <= max),
+        wait_until(Duration::from_secs(30), || store.volumes()[0].used_bytes
+            <= max),
         "used {} > {max}",
         store.volumes()[0].used_bytes
     );
@@ -41,7 +42,10 @@ fn tiny_budget_deletes_oldest_closed_segments_and_keeps_recording() {
     assert!(recs[0].start_90k > base);
     let files = mp4_files(&vol);
     assert_eq!(files.len(), recs.len(), "no orphans, no dangling rows");
-    let on_disk: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    let on_disk: u64 = files
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
     assert_eq!(on_disk, store.volumes()[0].used_bytes);
     assert!(on_disk <= max);
     for r in &recs {
@@ -76,7 +80,10 @@ fn budget_smaller_than_the_open_segment_never_deletes_it() {
     w.close().unwrap();
     assert_eq!(st.frames_durable(), 150);
     // Once closed, it is the oldest closed segment and goes.
-    assert!(wait_until(Duration::from_secs(30), || store.recordings(4, None, None).unwrap().is_empty()));
+    assert!(wait_until(Duration::from_secs(30), || store
+        .recordings(4, None, None)
+        .unwrap()
+        .is_empty()));
     assert!(!recs[0].path.exists());
     assert_eq!(store.volumes()[0].used_bytes, 0);
 }

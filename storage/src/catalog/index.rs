@@ -67,8 +67,22 @@ mod tests {
     #[test]
     fn round_trip() {
         let frags = vec![
-            FragmentInfo { offset: 700, len: 1000, base_time: 0, duration: 90_000, samples: 25, starts_with_key: true },
-            FragmentInfo { offset: 1700, len: 500, base_time: 90_000, duration: 36_000, samples: 10, starts_with_key: false },
+            FragmentInfo {
+                offset: 700,
+                len: 1000,
+                base_time: 0,
+                duration: 90_000,
+                samples: 25,
+                starts_with_key: true,
+            },
+            FragmentInfo {
+                offset: 1700,
+                len: 500,
+                base_time: 90_000,
+                duration: 36_000,
+                samples: 10,
+                starts_with_key: false,
+            },
         ];
         let blob = encode(&frags);
         assert_eq!(blob.len(), 1 + 2 * ENTRY_LEN);

@@ -82,7 +82,8 @@ impl Catalog {
 
     /// Opens (creating if needed) the catalog in `state_dir`, upgrading its schema.
     pub fn open(state_dir: &Path) -> Result<Catalog> {
-        std::fs::create_dir_all(state_dir).map_err(|e| Error::io("creating state directory", state_dir, e))?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| Error::io("creating state directory", state_dir, e))?;
         let path = state_dir.join(Self::FILE_NAME);
         let lock_path = state_dir.join(Self::LOCK_NAME);
         let lock = std::fs::OpenOptions::new()
@@ -91,42 +92,69 @@ impl Catalog {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::io("opening catalog lock", &lock_path, e))?;
-        if !crate::fsutil::try_lock_exclusive(&lock).map_err(|e| Error::io("locking", &lock_path, e))? {
-            return Err(Error::CatalogLocked { path, lock: lock_path });
+        if !crate::fsutil::try_lock_exclusive(&lock)
+            .map_err(|e| Error::io("locking", &lock_path, e))?
+        {
+            return Err(Error::CatalogLocked {
+                path,
+                lock: lock_path,
+            });
         }
         let ctx = |context: &str| {
             let path = path.clone();
             let context = context.to_owned();
-            move |source| Error::Catalog { path, context, source }
+            move |source| Error::Catalog {
+                path,
+                context,
+                source,
+            }
         };
         let mut conn = Connection::open(&path).map_err(ctx("opening"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(ctx("setting busy timeout"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(ctx("setting busy timeout"))?;
         // WAL + NORMAL: a commit is durable once the WAL is synced at checkpoint; a power
         // loss may lose the last commits, which start-up re-derives from the files.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(ctx("enabling WAL"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(ctx("setting synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(ctx("enabling foreign keys"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(ctx("enabling WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(ctx("setting synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(ctx("enabling foreign keys"))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(ctx("reading schema version"))?;
         match version {
             0 => {
                 let tx = conn.transaction().map_err(ctx("creating schema"))?;
-                tx.execute_batch(SCHEMA_V1).map_err(ctx("creating schema"))?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(ctx("creating schema"))?;
+                tx.execute_batch(SCHEMA_V1)
+                    .map_err(ctx("creating schema"))?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(ctx("creating schema"))?;
                 tx.commit().map_err(ctx("creating schema"))?;
                 tracing::info!(path = %path.display(), version = SCHEMA_VERSION, "created catalog");
             }
             SCHEMA_VERSION => {}
             found if found > SCHEMA_VERSION => {
-                return Err(Error::CatalogVersion { path, found, supported: SCHEMA_VERSION });
+                return Err(Error::CatalogVersion {
+                    path,
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
             }
             found => {
                 // No older schema has shipped; a future version adds its upgrade steps here.
-                return Err(Error::CatalogVersion { path, found, supported: SCHEMA_VERSION });
+                return Err(Error::CatalogVersion {
+                    path,
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
             }
         }
-        Ok(Catalog { path, conn: Mutex::new(conn), _lock: Some(lock) })
+        Ok(Catalog {
+            path,
+            conn: Mutex::new(conn),
+            _lock: Some(lock),
+        })
     }
 
     /// Opens an existing catalog read-only, without the lock, alongside a recording process
@@ -137,21 +165,36 @@ impl Catalog {
         let ctx = |context: &str| {
             let path = path.clone();
             let context = context.to_owned();
-            move |source| Error::Catalog { path, context, source }
+            move |source| Error::Catalog {
+                path,
+                context,
+                source,
+            }
         };
         let conn = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )
         .map_err(ctx("opening read-only"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(ctx("setting busy timeout"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(ctx("setting busy timeout"))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(ctx("reading schema version"))?;
         if version != SCHEMA_VERSION {
-            return Err(Error::CatalogVersion { path, found: version, supported: SCHEMA_VERSION });
+            return Err(Error::CatalogVersion {
+                path,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
-        Ok(Catalog { path, conn: Mutex::new(conn), _lock: None })
+        Ok(Catalog {
+            path,
+            conn: Mutex::new(conn),
+            _lock: None,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -160,9 +203,17 @@ impl Catalog {
     }
 
     /// Runs `f` with the connection, mapping errors with `context`.
-    pub(crate) fn with<T>(&self, context: &str, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(
+        &self,
+        context: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut conn = self.lock();
-        f(&mut conn).map_err(|source| Error::Catalog { path: self.path.clone(), context: context.to_owned(), source })
+        f(&mut conn).map_err(|source| Error::Catalog {
+            path: self.path.clone(),
+            context: context.to_owned(),
+            source,
+        })
     }
 }
 

@@ -80,7 +80,11 @@ fn read_row(r: &Row<'_>, with_fragments: bool) -> rusqlite::Result<SegmentRow> {
         height: r.get(10)?,
         sample_entry: r.get(11)?,
         open: r.get(12)?,
-        fragments: if with_fragments { r.get(13)? } else { Vec::new() },
+        fragments: if with_fragments {
+            r.get(13)?
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -114,9 +118,11 @@ fn insert(c: &Connection, s: &NewSegment) -> rusqlite::Result<i64> {
             s.fragments
         ],
     )?;
-    c.query_row("SELECT id FROM segment WHERE volume_id = ?1 AND path = ?2", params![s.volume_id, s.rel_path], |r| {
-        r.get(0)
-    })
+    c.query_row(
+        "SELECT id FROM segment WHERE volume_id = ?1 AND path = ?2",
+        params![s.volume_id, s.rel_path],
+        |r| r.get(0),
+    )
 }
 
 /// A retention decision to commit: rows to delete and what to log.
@@ -160,7 +166,9 @@ impl Catalog {
 
     pub(crate) fn segments_on_volume(&self, volume_id: i64) -> Result<Vec<SegmentRow>> {
         self.with("listing segments of a volume", |c| {
-            let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM segment WHERE volume_id = ?1"))?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM segment WHERE volume_id = ?1"
+            ))?;
             let rows = st.query_map([volume_id], |r| read_row(r, false))?;
             rows.collect()
         })
@@ -177,14 +185,26 @@ impl Catalog {
     }
 
     /// Segments of `channel` overlapping `[from, to]`, by start time.
-    pub(crate) fn overlapping(&self, channel: u32, from_90k: i64, to_90k: i64, with_fragments: bool) -> Result<Vec<SegmentRow>> {
+    pub(crate) fn overlapping(
+        &self,
+        channel: u32,
+        from_90k: i64,
+        to_90k: i64,
+        with_fragments: bool,
+    ) -> Result<Vec<SegmentRow>> {
         self.with("listing recordings", |c| {
-            let cols = if with_fragments { format!("{COLUMNS}, fragments") } else { COLUMNS.to_owned() };
+            let cols = if with_fragments {
+                format!("{COLUMNS}, fragments")
+            } else {
+                COLUMNS.to_owned()
+            };
             let mut st = c.prepare_cached(&format!(
                 "SELECT {cols} FROM segment WHERE channel = ?1 AND start_90k <= ?3 AND end_90k >= ?2
                  ORDER BY start_90k, id"
             ))?;
-            let rows = st.query_map(params![channel, from_90k, to_90k], |r| read_row(r, with_fragments))?;
+            let rows = st.query_map(params![channel, from_90k, to_90k], |r| {
+                read_row(r, with_fragments)
+            })?;
             rows.collect()
         })
     }
@@ -227,7 +247,10 @@ impl Catalog {
     /// Number of rows in the retention log (for status and tests).
     pub(crate) fn retention_log_len(&self) -> Result<u64> {
         self.with("counting retention log", |c| {
-            c.query_row("SELECT COUNT(*) FROM retention_log", [], |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64)
+            c.query_row("SELECT COUNT(*) FROM retention_log", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
         })
     }
 }

@@ -13,19 +13,33 @@ pub(crate) struct VolumeRow {
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VolumeRow> {
-    Ok(VolumeRow { id: r.get(0)?, uuid: r.get(1)?, path: r.get(2)? })
+    Ok(VolumeRow {
+        id: r.get(0)?,
+        uuid: r.get(1)?,
+        path: r.get(2)?,
+    })
 }
 
 impl Catalog {
     pub(crate) fn volume_by_path(&self, path: &str) -> Result<Option<VolumeRow>> {
         self.with("looking up volume by path", |c| {
-            c.query_row("SELECT id, uuid, path FROM volume WHERE path = ?1", [path], row).optional()
+            c.query_row(
+                "SELECT id, uuid, path FROM volume WHERE path = ?1",
+                [path],
+                row,
+            )
+            .optional()
         })
     }
 
     pub(crate) fn volume_by_uuid(&self, uuid: &str) -> Result<Option<VolumeRow>> {
         self.with("looking up volume by uuid", |c| {
-            c.query_row("SELECT id, uuid, path FROM volume WHERE uuid = ?1", [uuid], row).optional()
+            c.query_row(
+                "SELECT id, uuid, path FROM volume WHERE uuid = ?1",
+                [uuid],
+                row,
+            )
+            .optional()
         })
     }
 
@@ -41,7 +55,11 @@ impl Catalog {
 
     pub(crate) fn update_volume_path(&self, id: i64, path: &str) -> Result<()> {
         self.with("updating volume path", |c| {
-            c.execute("UPDATE volume SET path = ?2 WHERE id = ?1", params![id, path]).map(|_| ())
+            c.execute(
+                "UPDATE volume SET path = ?2 WHERE id = ?1",
+                params![id, path],
+            )
+            .map(|_| ())
         })
     }
 
@@ -58,7 +76,11 @@ impl Catalog {
 
     pub(crate) fn segment_count(&self, volume_id: i64) -> Result<u64> {
         self.with("counting segments", |c| {
-            c.query_row("SELECT COUNT(*) FROM segment WHERE volume_id = ?1", [volume_id], |r| r.get::<_, i64>(0))
+            c.query_row(
+                "SELECT COUNT(*) FROM segment WHERE volume_id = ?1",
+                [volume_id],
+                |r| r.get::<_, i64>(0),
+            )
         })
         .map(|n| n.max(0) as u64)
     }

@@ -14,9 +14,13 @@ pub const CLEAR_AFTER: Duration = Duration::from_secs(600);
 pub enum Health {
     Healthy,
     /// One recent error; still used.
-    Suspect { since: Instant },
+    Suspect {
+        since: Instant,
+    },
     /// Repeated errors; new segments avoid it while another volume is usable.
-    Unhealthy { since: Instant },
+    Unhealthy {
+        since: Instant,
+    },
 }
 
 impl Health {
@@ -31,7 +35,9 @@ impl Health {
     /// The state after a successful write/sync.
     pub fn on_success(self, now: Instant) -> Health {
         match self {
-            Health::Suspect { since } if now.duration_since(since) >= CLEAR_AFTER => Health::Healthy,
+            Health::Suspect { since } if now.duration_since(since) >= CLEAR_AFTER => {
+                Health::Healthy
+            }
             other => other,
         }
     }
@@ -39,7 +45,9 @@ impl Health {
     /// The state with time's passing applied (unhealthy volumes get another chance).
     pub fn aged(self, now: Instant) -> Health {
         match self {
-            Health::Unhealthy { since } if now.duration_since(since) >= RETRY_AFTER => Health::Suspect { since: now },
+            Health::Unhealthy { since } if now.duration_since(since) >= RETRY_AFTER => {
+                Health::Suspect { since: now }
+            }
             other => other,
         }
     }

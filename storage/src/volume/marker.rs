@@ -32,11 +32,13 @@ pub fn read(volume: &Path) -> Result<Option<Marker>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("reading volume marker", &path, e)),
     };
-    serde_json::from_slice(&text).map(Some).map_err(|e| Error::VolumeMarkerInvalid {
-        path: volume.to_path_buf(),
-        marker: path,
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| Error::VolumeMarkerInvalid {
+            path: volume.to_path_buf(),
+            marker: path,
+            reason: e.to_string(),
+        })
 }
 
 /// Writes a new marker atomically (temporary file, fsync, rename, fsync of the directory).
@@ -48,7 +50,8 @@ pub fn create(volume: &Path, uuid: &str, server_name: &str) -> Result<Marker> {
     };
     let path = marker_path(volume);
     let tmp = volume.join(format!("{MARKER_NAME}.tmp"));
-    let body = serde_json::to_vec_pretty(&marker).map_err(|e| Error::Config(format!("serializing marker: {e}")))?;
+    let body = serde_json::to_vec_pretty(&marker)
+        .map_err(|e| Error::Config(format!("serializing marker: {e}")))?;
     (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(&body)?;
@@ -67,7 +70,10 @@ pub fn lock(volume: &Path) -> Result<File> {
     let f = File::open(&path).map_err(|e| Error::io("opening volume marker", &path, e))?;
     match fsutil::try_lock_exclusive(&f) {
         Ok(true) => Ok(f),
-        Ok(false) => Err(Error::VolumeLocked { path: volume.to_path_buf(), marker: path }),
+        Ok(false) => Err(Error::VolumeLocked {
+            path: volume.to_path_buf(),
+            marker: path,
+        }),
         Err(e) => Err(Error::io("locking volume marker", &path, e)),
     }
 }

@@ -67,7 +67,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Volume {
-    fn with(id: i64, uuid: String, cfg: &crate::config::VolumeConfig, lock: Option<File>) -> Volume {
+    fn with(
+        id: i64,
+        uuid: String,
+        cfg: &crate::config::VolumeConfig,
+        lock: Option<File>,
+    ) -> Volume {
         Volume {
             id,
             uuid,
@@ -97,7 +102,11 @@ impl Volume {
         self.used.fetch_add(n, Ordering::AcqRel);
     }
     pub fn sub_used(&self, n: u64) {
-        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n)));
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
     }
     pub fn set_used(&self, n: u64) {
         self.used.store(n, Ordering::Release);
@@ -111,7 +120,10 @@ impl Volume {
     /// min(max_bytes − used, free − reserve). Negative when over budget.
     pub fn headroom(&self) -> i128 {
         let used = i128::from(self.used());
-        let by_max = self.max_bytes.map(|m| i128::from(m) - used).unwrap_or(i128::MAX);
+        let by_max = self
+            .max_bytes
+            .map(|m| i128::from(m) - used)
+            .unwrap_or(i128::MAX);
         let by_free = match self.free_bytes() {
             Ok(f) => i128::from(f) - i128::from(self.reserve.unwrap_or(0)),
             Err(e) => {

@@ -8,15 +8,22 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 
 fn path_str(cfg: &VolumeConfig) -> Result<&str> {
-    cfg.path
-        .to_str()
-        .ok_or_else(|| Error::Config(format!("volume path {} is not valid UTF-8", cfg.path.display())))
+    cfg.path.to_str().ok_or_else(|| {
+        Error::Config(format!(
+            "volume path {} is not valid UTF-8",
+            cfg.path.display()
+        ))
+    })
 }
 
 /// Opens one volume. Refuses a directory that lost its marker while the catalog knows
 /// footage there (unmounted disk: we'd be writing to the root filesystem), a marker that
 /// belongs to a different volume (swapped disk), and a volume another process holds.
-pub(crate) fn open_volume(cfg: &VolumeConfig, catalog: &Catalog, server_name: &str) -> Result<Volume> {
+pub(crate) fn open_volume(
+    cfg: &VolumeConfig,
+    catalog: &Catalog,
+    server_name: &str,
+) -> Result<Volume> {
     let path = &cfg.path;
     let path_s = path_str(cfg)?;
     let by_path = catalog.volume_by_path(path_s)?;
@@ -25,26 +32,39 @@ pub(crate) fn open_volume(cfg: &VolumeConfig, catalog: &Catalog, server_name: &s
         None => 0,
     };
 
-    let exists = path.try_exists().map_err(|e| Error::io("checking volume", path, e))?;
+    let exists = path
+        .try_exists()
+        .map_err(|e| Error::io("checking volume", path, e))?;
     if !exists {
         if known_segments > 0 {
-            return Err(Error::VolumeMarkerMissing { path: path.clone(), segments: known_segments });
+            return Err(Error::VolumeMarkerMissing {
+                path: path.clone(),
+                segments: known_segments,
+            });
         }
-        std::fs::create_dir_all(path).map_err(|e| Error::io("creating volume directory", path, e))?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| Error::io("creating volume directory", path, e))?;
         tracing::info!(volume = %path.display(), "created volume directory");
     } else if !path.is_dir() {
-        return Err(Error::Config(format!("volume {} is not a directory", path.display())));
+        return Err(Error::Config(format!(
+            "volume {} is not a directory",
+            path.display()
+        )));
     }
 
     let uuid = match marker::read(path)? {
         None => {
             if known_segments > 0 {
-                return Err(Error::VolumeMarkerMissing { path: path.clone(), segments: known_segments });
+                return Err(Error::VolumeMarkerMissing {
+                    path: path.clone(),
+                    segments: known_segments,
+                });
             }
             // First use (or an empty volume whose marker was lost): keep the catalog's uuid if any.
             let uuid = match &by_path {
                 Some(row) => row.uuid.clone(),
-                None => fsutil::random_uuid().map_err(|e| Error::io("generating volume uuid", path, e))?,
+                None => fsutil::random_uuid()
+                    .map_err(|e| Error::io("generating volume uuid", path, e))?,
             };
             marker::create(path, &uuid, server_name)?;
             tracing::info!(volume = %path.display(), %uuid, "created volume marker");

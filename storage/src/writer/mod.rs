@@ -115,10 +115,14 @@ impl ChannelWriter {
                     return Err(e);
                 }
             }
-            let RunState::Recording(rec) = &mut self.state else { return Ok(()) };
+            let RunState::Recording(rec) = &mut self.state else {
+                return Ok(());
+            };
             rec.last_time_90k = frame.time_90k;
             let rel = frame.time_90k.saturating_sub(rec.seg.start_90k);
-            let Some(frag) = rec.muxer.push(rel, frame.key, frame.data.clone()) else { return Ok(()) };
+            let Some(frag) = rec.muxer.push(rel, frame.key, frame.data.clone()) else {
+                return Ok(());
+            };
             self.write_fragment(frag);
             if matches!(self.state, RunState::Recording(_)) {
                 return Ok(());
@@ -151,7 +155,10 @@ impl ChannelWriter {
         let wait = (self.shared.cfg.sync_interval * 10).max(Duration::from_secs(30));
         let started = Instant::now();
         let deadline = started + wait;
-        let unsettled = pending.iter().filter(|(_, s)| !s.wait_settled(deadline)).count();
+        let unsettled = pending
+            .iter()
+            .filter(|(_, s)| !s.wait_settled(deadline))
+            .count();
         if unsettled > 0 {
             return Err(Error::CloseTimeout {
                 channel: self.channel,
@@ -163,7 +170,9 @@ impl ChannelWriter {
     }
 
     fn open_segment(&mut self, params: &Arc<TrackParams>, time_90k: i64) -> Result<()> {
-        let seg_ms = u64::try_from(self.shared.cfg.segment_duration.as_millis()).unwrap_or(u64::MAX).max(1);
+        let seg_ms = u64::try_from(self.shared.cfg.segment_duration.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let target_ms = if self.segments_started == 0 {
             seg_ms - (u64::from(self.channel) * STAGGER_STEP_MS) % seg_ms
         } else {
@@ -175,26 +184,41 @@ impl ChannelWriter {
             path: crate::naming::segment_rel_path(self.channel, start_ms, 0).unwrap_or_default(),
             source,
         })?;
-        let candidates =
-            open::placement(&self.shared.volumes, self.current_volume.as_ref(), self.avoid_volume.as_ref(), need);
+        let candidates = open::placement(
+            &self.shared.volumes,
+            self.current_volume.as_ref(),
+            self.avoid_volume.as_ref(),
+            need,
+        );
         let mut reasons = Vec::new();
         for volume in candidates {
-            match open::create_segment(&volume, self.channel, start_ms, params, &init, &self.stats) {
+            match open::create_segment(&volume, self.channel, start_ms, params, &init, &self.stats)
+            {
                 Ok(seg) => {
-                    if self.current_volume.as_ref().is_some_and(|c| !Arc::ptr_eq(c, &volume)) {
+                    if self
+                        .current_volume
+                        .as_ref()
+                        .is_some_and(|c| !Arc::ptr_eq(c, &volume))
+                    {
                         tracing::info!(channel = self.channel, volume = %volume.path.display(), "channel moved to another volume");
                     }
                     let frag_90k = u64::try_from(self.shared.cfg.fragment_duration.as_millis())
                         .unwrap_or(u64::MAX)
                         .saturating_mul(TICKS_PER_MS as u64);
                     self.state = RunState::Recording(Box::new(Recording {
-                        rotate_at_90k: seg.start_90k.saturating_add((target_ms as i64).saturating_mul(TICKS_PER_MS)),
+                        rotate_at_90k: seg
+                            .start_90k
+                            .saturating_add((target_ms as i64).saturating_mul(TICKS_PER_MS)),
                         seg,
                         volume: Arc::clone(&volume),
                         muxer: FragmentMuxer::new(frag_90k),
                         last_time_90k: time_90k,
                     }));
-                    if self.avoid_volume.as_ref().is_some_and(|a| !Arc::ptr_eq(a, &volume)) {
+                    if self
+                        .avoid_volume
+                        .as_ref()
+                        .is_some_and(|a| !Arc::ptr_eq(a, &volume))
+                    {
                         self.avoid_volume = None;
                     }
                     self.current_volume = Some(volume);
@@ -206,19 +230,31 @@ impl ChannelWriter {
                     self.avoid_volume = Some(Arc::clone(&volume));
                     self.stats.add_error();
                     if let Error::Io { path, source, op } = &e {
-                        crate::syncer::disk_error(&volume, &self.shared.catalog, Some(self.channel), path, op, source);
+                        crate::syncer::disk_error(
+                            &volume,
+                            &self.shared.catalog,
+                            Some(self.channel),
+                            path,
+                            op,
+                            source,
+                        );
                     }
                     reasons.push(e.to_string());
                 }
             }
         }
-        Err(Error::NoVolumeAvailable { channel: self.channel, reason: reasons.join("; ") })
+        Err(Error::NoVolumeAvailable {
+            channel: self.channel,
+            reason: reasons.join("; "),
+        })
     }
 
     /// Ends the current segment, if any. `next_time_90k` (the frame that follows, when
     /// rotating) gives the held frame its exact duration. `abandon` drops what the muxer holds.
     fn close_segment(&mut self, next_time_90k: Option<i64>, abandon: bool) {
-        let RunState::Recording(mut rec) = std::mem::replace(&mut self.state, RunState::AwaitingKey) else {
+        let RunState::Recording(mut rec) =
+            std::mem::replace(&mut self.state, RunState::AwaitingKey)
+        else {
             return;
         };
         if abandon {
@@ -226,7 +262,9 @@ impl ChannelWriter {
         } else {
             let tail = match next_time_90k {
                 Some(t) => {
-                    let d = u32::try_from(t.saturating_sub(rec.last_time_90k)).unwrap_or(u32::MAX).max(1);
+                    let d = u32::try_from(t.saturating_sub(rec.last_time_90k))
+                        .unwrap_or(u32::MAX)
+                        .max(1);
                     rec.muxer.flush_with_duration(d)
                 }
                 None => rec.muxer.flush(),
@@ -248,7 +286,9 @@ impl ChannelWriter {
     /// Appends a fragment to the current segment with one vectored write (sample data is not
     /// copied). On error the segment is abandoned at its last whole fragment.
     fn write_fragment(&mut self, frag: Fragment) {
-        let RunState::Recording(rec) = &mut self.state else { return };
+        let RunState::Recording(rec) = &mut self.state else {
+            return;
+        };
         let seg = &rec.seg;
         if seg.sync_failed() {
             return; // the next push notices and moves to a new segment
@@ -272,14 +312,23 @@ impl ChannelWriter {
                 self.stats.add_written(u64::from(info.samples));
             }
             Err(e) => {
-                let RunState::Recording(rec) = std::mem::replace(&mut self.state, RunState::AwaitingKey) else {
+                let RunState::Recording(rec) =
+                    std::mem::replace(&mut self.state, RunState::AwaitingKey)
+                else {
                     return;
                 };
                 tracing::error!(channel = self.channel, path = %rec.seg.abs_path.display(), error = %e,
                     "write failed; abandoning the segment at its last whole fragment");
                 rec.seg.fail_by_writer();
                 self.stats.add_error();
-                crate::syncer::disk_error(&rec.volume, &self.shared.catalog, Some(self.channel), &rec.seg.abs_path, "write", &e);
+                crate::syncer::disk_error(
+                    &rec.volume,
+                    &self.shared.catalog,
+                    Some(self.channel),
+                    &rec.seg.abs_path,
+                    "write",
+                    &e,
+                );
                 self.avoid_volume = Some(Arc::clone(&rec.volume));
                 self.closing.push((rec.volume, rec.seg));
             }

@@ -34,7 +34,9 @@ pub(crate) fn placement(
     let keep = current.and_then(|c| {
         scored
             .iter()
-            .find(|(usable, headroom, v)| Arc::ptr_eq(v, c) && *usable && *headroom >= i128::from(need))
+            .find(|(usable, headroom, v)| {
+                Arc::ptr_eq(v, c) && *usable && *headroom >= i128::from(need)
+            })
             .map(|(_, _, v)| Arc::clone(v))
     });
     // Usable first, then by headroom, descending.
@@ -69,14 +71,23 @@ pub(crate) fn create_segment(
             return Err(Error::io(
                 "creating segment",
                 volume.path.join(naming::channel_dir(channel)),
-                std::io::Error::new(ErrorKind::AlreadyExists, format!("no free name for a segment at {start_ms} ms")),
+                std::io::Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("no free name for a segment at {start_ms} ms"),
+                ),
             ));
         }
-        let rel = naming::segment_rel_path(channel, start_ms, dup)
-            .ok_or_else(|| Error::Config(format!("channel {channel}: frame time {start_ms} ms is out of range")))?;
+        let rel = naming::segment_rel_path(channel, start_ms, dup).ok_or_else(|| {
+            Error::Config(format!(
+                "channel {channel}: frame time {start_ms} ms is out of range"
+            ))
+        })?;
         let rel_s = rel.to_string_lossy().into_owned();
         let abs = volume.path.join(&rel);
-        let dir = abs.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| volume.path.clone());
+        let dir = abs
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| volume.path.clone());
         // Claim the path first so a concurrent reindex never touches a file being created.
         if !volume.claim_path(&rel_s) {
             dup += 1;
@@ -89,7 +100,12 @@ pub(crate) fn create_segment(
                 return Err(Error::io("creating segment directory", &dir, e));
             }
         };
-        let file = match OpenOptions::new().read(true).write(true).create_new(true).open(&abs) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&abs)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 volume.release_path(&rel_s);

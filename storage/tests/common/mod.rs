@@ -28,7 +28,16 @@ pub fn h264_clip(seconds: u32, size: &str) -> Clip {
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={size}:rate=25"))
-        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-bf", "0", "-g", "25"])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-bf",
+            "0",
+            "-g",
+            "25",
+        ])
         .args(["-x264-params", "aud=1", "-f", "h264"])
         .arg(&out)
         .status()
@@ -67,8 +76,16 @@ pub fn split_nals(b: &[u8]) -> Vec<&[u8]> {
 /// each NAL with its 4-byte length (ISO/IEC 14496-15 §5.3.2, lengthSizeMinusOne = 3).
 pub fn clip_from_annexb(b: &[u8]) -> Clip {
     let nals = split_nals(b);
-    let sps = nals.iter().find(|n| n[0] & 0x1f == 7).expect("no SPS").to_vec();
-    let pps = nals.iter().find(|n| n[0] & 0x1f == 8).expect("no PPS").to_vec();
+    let sps = nals
+        .iter()
+        .find(|n| n[0] & 0x1f == 7)
+        .expect("no SPS")
+        .to_vec();
+    let pps = nals
+        .iter()
+        .find(|n| n[0] & 0x1f == 8)
+        .expect("no PPS")
+        .to_vec();
     let mut aus: Vec<(bool, Vec<u8>)> = Vec::new();
     for n in nals {
         let t = n[0] & 0x1f;
@@ -139,7 +156,11 @@ impl Bits {
     }
     fn se(&mut self) -> i32 {
         let k = self.ue();
-        if k % 2 == 1 { k.div_ceil(2) as i32 } else { -((k / 2) as i32) }
+        if k % 2 == 1 {
+            k.div_ceil(2) as i32
+        } else {
+            -((k / 2) as i32)
+        }
     }
 }
 
@@ -175,7 +196,11 @@ fn sps_size(sps: &[u8]) -> (u16, u16) {
         r.ue();
         r.ue();
         r.bit();
-        assert_eq!(r.bit(), 0, "scaling matrices not supported by this test helper");
+        assert_eq!(
+            r.bit(),
+            0,
+            "scaling matrices not supported by this test helper"
+        );
     }
     r.ue(); // log2_max_frame_num_minus4
     let poc_type = r.ue();
@@ -227,7 +252,12 @@ pub fn avc1_sample_entry(sps: &[u8], pps: &[u8], width: u16, height: u16) -> Vec
     avcc.extend_from_slice(pps);
     if ![66, 77, 88].contains(&sps[1]) {
         let (chroma, luma8, chroma8) = sps_high_fields(sps);
-        avcc.extend_from_slice(&[0xFC | chroma as u8, 0xF8 | luma8 as u8, 0xF8 | chroma8 as u8, 0]);
+        avcc.extend_from_slice(&[
+            0xFC | chroma as u8,
+            0xF8 | luma8 as u8,
+            0xF8 | chroma8 as u8,
+            0,
+        ]);
     }
     let mut e = Vec::new();
     e.extend_from_slice(&[0; 6]);
@@ -253,7 +283,10 @@ pub fn avc1_sample_entry(sps: &[u8], pps: &[u8], width: u16, height: u16) -> Vec
 
 /// A wall-clock base time on a whole second (so segment starts are exact in 90 kHz).
 pub fn base_time_90k() -> i64 {
-    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     s * 90_000
 }
 
@@ -264,7 +297,11 @@ pub fn config(root: &Path, volumes: &[(&str, Option<u64>)], segment: Duration) -
         root.join("state"),
         volumes
             .iter()
-            .map(|(n, max)| VolumeConfig { path: root.join(n), max_bytes: *max, reserve: None })
+            .map(|(n, max)| VolumeConfig {
+                path: root.join(n),
+                max_bytes: *max,
+                reserve: None,
+            })
             .collect(),
     );
     cfg.segment_duration = segment;
@@ -273,13 +310,27 @@ pub fn config(root: &Path, volumes: &[(&str, Option<u64>)], segment: Duration) -
 }
 
 /// Pushes the clip's frames at `base + offset`, `loops` times back to back.
-pub fn feed(w: &mut ChannelWriter, clip: &Clip, base_90k: i64, loops: u32, pace: Option<Duration>) -> i64 {
+pub fn feed(
+    w: &mut ChannelWriter,
+    clip: &Clip,
+    base_90k: i64,
+    loops: u32,
+    pace: Option<Duration>,
+) -> i64 {
     let clip_len = clip.frames.len() as i64 * FRAME_90K;
     let mut t = base_90k;
     for l in 0..loops {
         for (rel, key, data) in &clip.frames {
             t = base_90k + i64::from(l) * clip_len + rel;
-            w.push(&clip.params, InputFrame { time_90k: t, key: *key, data: data.clone() }).unwrap();
+            w.push(
+                &clip.params,
+                InputFrame {
+                    time_90k: t,
+                    key: *key,
+                    data: data.clone(),
+                },
+            )
+            .unwrap();
             if let Some(p) = pace {
                 std::thread::sleep(p);
             }
@@ -302,7 +353,11 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// `ffprobe -v error` prints nothing and succeeds.
 pub fn assert_ffprobe_clean(path: &Path) {
-    let out = Command::new("ffprobe").args(["-v", "error"]).arg(path).output().unwrap();
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .arg(path)
+        .output()
+        .unwrap();
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "ffprobe {}: {}",
@@ -335,14 +390,29 @@ pub fn ffprobe_frames(path: &Path) -> u64 {
         .arg(path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "ffprobe -count_frames {}", path.display());
-    String::from_utf8_lossy(&out.stdout).trim().trim_end_matches(',').parse().unwrap()
+    assert!(
+        out.status.success(),
+        "ffprobe -count_frames {}",
+        path.display()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap()
 }
 
 /// Container duration in seconds, per ffprobe.
 pub fn ffprobe_duration(path: &Path) -> f64 {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .unwrap();
@@ -355,7 +425,9 @@ pub fn mp4_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
