@@ -26,10 +26,24 @@ fn tiny_budget_deletes_oldest_closed_segments_and_keeps_recording() {
     assert_eq!(st.write_errors(), 0);
     assert!(st.segments() >= 15, "{} segments", st.segments());
     let vol = tmp.path().join("v1");
+    // Retention deletes rows, then files, then updates the usage: wait for a quiet state.
+    let on_disk = || -> (usize, u64) {
+        let files = mp4_files(&vol);
+        let bytes = files
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        (files.len(), bytes)
+    };
+    let settled = wait_until(Duration::from_secs(30), || {
+        let used = store.volumes()[0].used_bytes;
+        let rows = store.recordings(4, None, None).unwrap().len();
+        used <= max && on_disk() == (rows, used)
+    });
     assert!(
-        wait_until(Duration::from_secs(30), || store.volumes()[0].used_bytes
-            <= max),
-        "used {} > {max}",
+        settled,
+        "used {} > {max} or files != rows",
         store.volumes()[0].used_bytes
     );
     let recs = store.recordings(4, None, None).unwrap();
@@ -40,14 +54,10 @@ fn tiny_budget_deletes_oldest_closed_segments_and_keeps_recording() {
         assert_eq!(pair[0].end_90k, pair[1].start_90k);
     }
     assert!(recs[0].start_90k > base);
-    let files = mp4_files(&vol);
-    assert_eq!(files.len(), recs.len(), "no orphans, no dangling rows");
-    let on_disk: u64 = files
-        .iter()
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum();
-    assert_eq!(on_disk, store.volumes()[0].used_bytes);
-    assert!(on_disk <= max);
+    let (files, bytes) = on_disk();
+    assert_eq!(files, recs.len(), "no orphans, no dangling rows");
+    assert_eq!(bytes, recs.iter().map(|r| r.bytes).sum::<u64>());
+    assert!(bytes <= max);
     for r in &recs {
         assert_ffprobe_clean(&r.path);
     }
@@ -79,11 +89,11 @@ fn budget_smaller_than_the_open_segment_never_deletes_it() {
     assert!(recs[0].open && recs[0].bytes > 20_000 && recs[0].path.exists());
     w.close().unwrap();
     assert_eq!(st.frames_durable(), 150);
-    // Once closed, it is the oldest closed segment and goes.
-    assert!(wait_until(Duration::from_secs(30), || store
-        .recordings(4, None, None)
-        .unwrap()
-        .is_empty()));
-    assert!(!recs[0].path.exists());
-    assert_eq!(store.volumes()[0].used_bytes, 0);
+    // Once closed, it is the oldest closed segment and goes (row first, then the file).
+    let gone = wait_until(Duration::from_secs(30), || {
+        store.recordings(4, None, None).unwrap().is_empty()
+            && !recs[0].path.exists()
+            && store.volumes()[0].used_bytes == 0
+    });
+    assert!(gone, "closed segment over budget was not deleted");
 }
