@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,10 +56,30 @@ pub(crate) async fn serve(
 enum End {
     ClientClosed,
     SessionTimeout,
+    /// The client stopped reading.
+    WriteTimeout,
     Shutdown,
     BadRequest,
     /// Closed on purpose by a `DropMidGop` fault.
     FaultDrop,
+}
+
+/// Runs a step that writes to the client, giving up (closing the connection) on shutdown or
+/// if the client has not taken the bytes within `limit`: a client that stopped reading must not
+/// hold its connection forever.
+async fn bounded(
+    limit: Duration,
+    cancel: &CancellationToken,
+    step: impl std::future::Future<Output = std::io::Result<Option<End>>>,
+) -> std::io::Result<Option<End>> {
+    tokio::select! {
+        r = step => r,
+        _ = cancel.cancelled() => Ok(Some(End::Shutdown)),
+        _ = tokio::time::sleep(limit) => {
+            info!(?limit, "client did not read for the session timeout; closing");
+            Ok(Some(End::WriteTimeout))
+        }
+    }
 }
 
 /// RTSP session state (RFC 2326 Appendix A.2), one session per connection.
@@ -157,12 +178,14 @@ impl Conn {
                         return Ok(End::ClientClosed);
                     }
                     self.last_activity = Instant::now();
-                    if let Some(end) = self.process_input(writer).await? {
+                    let limit = self.shared.session_timeout;
+                    if let Some(end) = bounded(limit, cancel, self.process_input(writer)).await? {
                         return Ok(end);
                     }
                 }
                 _ = frame_due => {
-                    if let Some(end) = self.send_next(writer).await? {
+                    let limit = self.shared.session_timeout;
+                    if let Some(end) = bounded(limit, cancel, self.send_next(writer)).await? {
                         return Ok(end);
                     }
                 }
