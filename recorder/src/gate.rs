@@ -71,7 +71,7 @@ impl Gate {
             GateState::Streaming => match self.out.try_send(IngestItem::Frame(frame)) {
                 Ok(()) => Ok(()),
                 Err(TrySendError::Full(_)) => {
-                    self.drop_frame(false);
+                    self.drop_frame(true, false);
                     self.state = GateState::Resync {
                         boundary_owed: true,
                         dropping: true,
@@ -85,7 +85,7 @@ impl Gate {
                 dropping,
             } => {
                 if !frame.key {
-                    self.drop_frame(dropping);
+                    self.drop_frame(!dropping, dropping);
                     self.state = GateState::Resync {
                         boundary_owed,
                         dropping: true,
@@ -124,7 +124,8 @@ impl Gate {
                     self.gap_frames = 0;
                     self.state = GateState::Streaming;
                 } else {
-                    self.drop_frame(dropping);
+                    // A key frame that does not fit starts another dropped GOP.
+                    self.drop_frame(true, dropping);
                     self.state = GateState::Resync {
                         boundary_owed,
                         dropping: true,
@@ -154,13 +155,17 @@ impl Gate {
         };
     }
 
-    fn drop_frame(&mut self, already_dropping: bool) {
+    /// Counts a dropped frame; `new_gop`: it starts a dropped GOP; `in_gap`: frames were already
+    /// being dropped (the gap was logged when it began).
+    fn drop_frame(&mut self, new_gop: bool, in_gap: bool) {
         self.stats.add_dropped_frame();
         self.gap_frames += 1;
-        if already_dropping {
+        if new_gop {
+            self.stats.add_dropped_gop();
+        }
+        if in_gap {
             return;
         }
-        self.stats.add_dropped_gop();
         if let Some(suppressed) = self.overflow_log.allow() {
             warn!(
                 channel = self.channel,
@@ -230,7 +235,8 @@ mod tests {
         g.push(frame(8, false)).unwrap();
         assert_eq!(drain(&mut rx), "EKP");
         let s = stats.snapshot();
-        assert_eq!((s.dropped_gops, s.dropped_frames), (1, 4));
+        // Two GOPs touched: the first (from frame 3) and the one starting at key frame 5.
+        assert_eq!((s.dropped_gops, s.dropped_frames), (2, 4));
     }
 
     #[test]
@@ -244,7 +250,7 @@ mod tests {
         assert_eq!(drain(&mut rx), "PP");
         g.push(frame(2, true)).unwrap();
         assert_eq!(drain(&mut rx), "EK");
-        assert_eq!(stats.snapshot().dropped_gops, 1);
+        assert_eq!(stats.snapshot().dropped_gops, 2);
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub struct ChannelSnapshot {
     pub fps: f64,
     pub lost_packets: u64,
     pub reconnects: u64,
-    /// Runs of frames dropped because the queue was full (each up to the next key frame).
+    /// GOPs (whole, or their tail from the first frame that did not fit) dropped because the
+    /// queue was full.
     pub dropped_gops: u64,
     /// Frames dropped because the queue was full.
     pub dropped_frames: u64,

@@ -61,11 +61,8 @@ async fn server_killed_then_back_on_same_port() {
     }
     server.kill();
     // The rest of the run, then SessionEnded.
-    loop {
-        match next_item(&mut rx).await {
-            IngestItem::Frame(f) => last = f,
-            IngestItem::SessionEnded => break,
-        }
+    while let IngestItem::Frame(f) = next_item(&mut rx).await {
+        last = f;
     }
     let snap = wait_until("backoff after the kill", LONG, &handle.stats, |s| {
         s.reconnects >= 1 && s.last_error.is_some()
