@@ -184,10 +184,10 @@ pub async fn run_cli(args: CamsimArgs, shutdown: CancellationToken) -> Result<()
     sim.shutdown().await;
     println!("camera  sessions  frames_sent  bytes_sent");
     for c in stats.cameras.iter().chain(std::iter::once(&stats.total)) {
-        let name = if c.camera == 0 {
+        let name = if c.id == 0 {
             "total".to_string()
         } else {
-            c.camera.to_string()
+            c.id.to_string()
         };
         println!(
             "{name:>6}  {:>8}  {:>11}  {:>10}",

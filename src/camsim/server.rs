@@ -112,7 +112,7 @@ impl Camera {
     fn stats(&self) -> CameraStats {
         let c = &self.counters;
         CameraStats {
-            camera: self.id,
+            id: self.id,
             sessions: c.sessions.load(Ordering::Relaxed),
             active_sessions: c.active_sessions.load(Ordering::Relaxed),
             frames_sent: c.frames_sent.load(Ordering::Relaxed),
@@ -148,7 +148,8 @@ impl Drop for ActiveSession {
 /// Counters of one camera (or, with `camera` 0, of all).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CameraStats {
-    pub camera: u32,
+    /// Camera id (0 in [`CamSimStats::total`]).
+    pub id: u32,
     /// Sessions that started playing since start-up.
     pub sessions: u64,
     /// Sessions playing (or stalled) now.
@@ -162,13 +163,13 @@ pub struct CameraStats {
 pub struct CamSimStats {
     /// Per camera, by id.
     pub cameras: Vec<CameraStats>,
-    /// Sum over all cameras (`camera` is 0).
+    /// Sum over all cameras (`id` is 0).
     pub total: CameraStats,
 }
 
 impl CamSimStats {
     pub fn camera(&self, id: u32) -> Option<&CameraStats> {
-        self.cameras.iter().find(|c| c.camera == id)
+        self.cameras.iter().find(|c| c.id == id)
     }
 }
 
@@ -262,7 +263,7 @@ impl CamSim {
     pub fn stats(&self) -> CamSimStats {
         let mut cameras: Vec<CameraStats> =
             self.shared.cameras.values().map(|c| c.stats()).collect();
-        cameras.sort_by_key(|c| c.camera);
+        cameras.sort_by_key(|c| c.id);
         let mut total = CameraStats::default();
         for c in &cameras {
             total.sessions += c.sessions;
