@@ -122,14 +122,24 @@ impl Store {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "volumes indexed"
         );
-        let mut syncers = Vec::with_capacity(volumes.len());
+        let mut syncers: Vec<JoinHandle<()>> = Vec::with_capacity(volumes.len());
         for v in &volumes {
             let (v2, c2, interval) = (Arc::clone(v), Arc::clone(&catalog), cfg.sync_interval);
-            let h = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("syncer-{}", v.id))
-                .spawn(move || crate::syncer::run(v2, c2, interval))
-                .map_err(|e| Error::io("starting syncer thread", &v.path, e))?;
-            syncers.push(h);
+                .spawn(move || crate::syncer::run(v2, c2, interval));
+            match spawned {
+                Ok(h) => syncers.push(h),
+                Err(e) => {
+                    for v in &volumes {
+                        v.request_stop();
+                    }
+                    for h in syncers {
+                        let _ = h.join();
+                    }
+                    return Err(Error::io("starting syncer thread", &v.path, e));
+                }
+            }
         }
         let shared = Shared {
             cfg,
@@ -280,5 +290,17 @@ impl Store {
     /// Rows in the retention log.
     pub fn retention_log_len(&self) -> Result<u64> {
         self.shared.catalog.retention_log_len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<super::Store>();
+        send::<crate::ChannelWriter>();
+        send_sync::<crate::DurableStats>();
     }
 }

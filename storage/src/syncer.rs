@@ -15,6 +15,9 @@
 //! 6. Only then publish `DurableStats` and settle closed segments.
 //! 7. Apply retention to the volume (see `retention`).
 //!
+//! The catalog runs with `synchronous = NORMAL`: a power loss may undo its last commits,
+//! never the fdatasync'ed files, which start-up indexes again (files are the truth).
+//!
 //! An fsync failure abandons that file at its last durable length (the kernel may have
 //! dropped the unsynced pages, so a retry proves nothing), records a `disk_error` event and
 //! counts against the volume's health; the writer notices and continues in a new segment.

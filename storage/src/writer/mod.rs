@@ -179,7 +179,7 @@ impl ChannelWriter {
             seg_ms
         };
         let start_ms = ms_floor(time_90k);
-        let need = self.expected_bitrate_bps / 8 * seg_ms / 1000;
+        let need = (self.expected_bitrate_bps / 8).saturating_mul(seg_ms) / 1000;
         let init = crate::fmp4::encode_init(params).map_err(|source| Error::Encode {
             path: crate::naming::segment_rel_path(self.channel, start_ms, 0).unwrap_or_default(),
             source,
