@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
             Command::Check(a) => commands::check::run(a).await,
             Command::Camsim(a) => commands::camsim(a).await,
             Command::Demo(a) => commands::demo::run(a).await,
+            Command::Drill(a) => commands::drill::run(a).await,
         }
     });
     match result {

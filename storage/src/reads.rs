@@ -159,7 +159,10 @@ pub(crate) fn export(
             stopped = Some(r.start_90k);
             break;
         }
-        if r.start_90k < prev_end {
+        // Segment starts are stored truncated to the millisecond (the file name's precision),
+        // so a segment that follows another back to back may start up to 1 ms "before" the
+        // previous one's end; its frames' absolute times are exact and do not overlap.
+        if r.start_90k + 90 < prev_end {
             tracing::warn!(channel, path = %r.rel_path, "skipping segment overlapping the previous one in time");
             continue;
         }

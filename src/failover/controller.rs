@@ -1,0 +1,340 @@
+//! The failover controller: turns probe outcomes into takeovers, queues, and returns to standby.
+//!
+//! One probe task per main sends outcomes here; this task alone owns every main's `Health` and
+//! the map of which main holds which failover channel, so decisions are made one at a time and
+//! in order. Recording itself goes through the `Station`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::events::EventSink;
+use super::health::{Health, StateName, Thresholds, Transition};
+use super::persist::FailedSet;
+use super::probe::{probe, ProbeAuth};
+use crate::config::{Main, Probe};
+use crate::station::Station;
+
+/// Probe failures are posted as events at most this often per main.
+const PROBE_EVENT_EVERY: Duration = Duration::from_secs(60);
+
+/// What the API shows of a main.
+#[derive(Clone, Debug, Serialize)]
+pub struct MainStatus {
+    pub name: String,
+    pub state: StateName,
+    pub probe: String,
+    pub last_ok: Option<String>,
+    pub last_error: Option<String>,
+    pub failed_at: Option<String>,
+    pub channels: Vec<u32>,
+    pub priority: i32,
+}
+
+struct MainEntry {
+    cfg: Main,
+    health: Health,
+    last_ok: Option<SystemTime>,
+    last_error: Option<String>,
+    last_probe_event: Option<Instant>,
+}
+
+impl MainEntry {
+    fn thresholds(&self) -> Thresholds {
+        Thresholds { fail_after: self.cfg.fail_after, recover_after: self.cfg.recover_after }
+    }
+    fn channels(&self) -> Vec<u32> {
+        self.cfg.cameras.iter().map(|c| c.channel).collect()
+    }
+}
+
+struct Shared {
+    mains: Vec<MainEntry>,
+    /// Failover channel → index of the main whose takeover holds it.
+    owners: HashMap<u32, usize>,
+}
+
+/// The running controller.
+pub struct Failover {
+    station: Arc<Station>,
+    events: EventSink,
+    persist: FailedSet,
+    shared: Mutex<Shared>,
+}
+
+pub fn probe_label(p: &Probe) -> String {
+    match p {
+        Probe::Tcp { host, port } => format!("tcp://{host}:{port}"),
+        Probe::Http { url } | Probe::Rtsp { url } => url.to_string(),
+    }
+}
+
+fn fmt_time(t: SystemTime) -> String {
+    let ms = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    crate::commands::time::format_90k(ms * 90)
+}
+
+impl Failover {
+    /// Starts one probe task per main and the decision loop. Mains that were failed when the
+    /// box stopped resume one probe away from takeover.
+    pub fn start(station: Arc<Station>, events: EventSink, shutdown: CancellationToken) -> Arc<Failover> {
+        let persist = FailedSet::new(&station.cfg.server.state_dir);
+        let was_failed = persist.load();
+        let mains: Vec<MainEntry> = station
+            .cfg
+            .mains
+            .iter()
+            .map(|m| {
+                let t = Thresholds { fail_after: m.fail_after, recover_after: m.recover_after };
+                let health = if was_failed.contains(&m.name) { Health::resumed(t) } else { Health::Ok };
+                MainEntry { cfg: m.clone(), health, last_ok: None, last_error: None, last_probe_event: None }
+            })
+            .collect();
+        for m in mains.iter().filter(|m| m.health != Health::Ok) {
+            events.emit("resume_pending", Some(&m.cfg.name), None, json!({
+                "reason": "the main was failed when this box stopped; one failed probe resumes the takeover"
+            }));
+        }
+        let fo = Arc::new(Failover { station, events, persist, shared: Mutex::new(Shared { mains, owners: HashMap::new() }) });
+        let (tx, rx) = mpsc::channel(256);
+        for (i, m) in fo.station.cfg.mains.iter().enumerate() {
+            tokio::spawn(probe_loop(i, m.clone(), tx.clone(), shutdown.clone()));
+        }
+        tokio::spawn(fo.clone().decide_loop(rx, shutdown));
+        fo
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self) -> Vec<MainStatus> {
+        let s = self.lock();
+        s.mains
+            .iter()
+            .map(|m| MainStatus {
+                name: m.cfg.name.clone(),
+                state: m.health.name(),
+                probe: probe_label(&m.cfg.probe),
+                last_ok: m.last_ok.map(fmt_time),
+                last_error: m.last_error.clone(),
+                failed_at: m.health.failed_at().map(fmt_time),
+                channels: m.channels(),
+                priority: m.cfg.priority,
+            })
+            .collect()
+    }
+
+    /// The main whose takeover holds `channel`, if any.
+    pub fn owner_of(&self, channel: u32) -> Option<String> {
+        let s = self.lock();
+        s.owners.get(&channel).map(|&i| s.mains[i].cfg.name.clone())
+    }
+
+    async fn decide_loop(self: Arc<Self>, mut rx: mpsc::Receiver<(usize, Result<(), String>)>, shutdown: CancellationToken) {
+        loop {
+            let (i, outcome) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = rx.recv() => match m { Some(m) => m, None => break },
+            };
+            self.on_probe(i, outcome).await;
+        }
+        // Shutdown: the station closes every channel; what was failed stays in `persist` so a
+        // restart resumes it.
+    }
+
+    async fn on_probe(&self, i: usize, outcome: Result<(), String>) {
+        let now = SystemTime::now();
+        let (name, transition) = {
+            let mut s = self.lock();
+            let m = &mut s.mains[i];
+            match &outcome {
+                Ok(()) => {
+                    m.last_ok = Some(now);
+                }
+                Err(e) => m.last_error = Some(e.clone()),
+            }
+            let t = m.thresholds();
+            let tr = m.health.on_probe(outcome.is_ok(), now, t);
+            // Probe failures while failed are rate-limited events; the first one always goes out.
+            if let Err(e) = &outcome {
+                let due = m.last_probe_event.is_none_or(|t| t.elapsed() >= PROBE_EVENT_EVERY);
+                if due || tr == Transition::BecameSuspect {
+                    m.last_probe_event = Some(Instant::now());
+                    self.events.emit("probe_failed", Some(&m.cfg.name), None, json!({ "error": e, "state": m.health.name() }));
+                } else {
+                    debug!(main = %m.cfg.name, error = %e, "probe failed");
+                }
+            }
+            (m.cfg.name.clone(), tr)
+        };
+        match transition {
+            Transition::None | Transition::BecameSuspect => {}
+            Transition::BlipCleared { failures } => {
+                self.events.emit("probe_recovered", Some(&name), None, json!({ "after_failures": failures, "takeover": false }));
+            }
+            Transition::Failed { failed_at } => {
+                self.events.emit("main_failed", Some(&name), None, json!({ "failed_at": fmt_time(failed_at) }));
+                self.persist_failed();
+                self.try_take_over(i, failed_at);
+            }
+            Transition::Recovered { failed_at, was_taken_over } => {
+                let down_for = now.duration_since(failed_at).unwrap_or_default();
+                self.events.emit("main_recovered", Some(&name), None, json!({ "down_seconds": down_for.as_secs_f64() }));
+                if was_taken_over {
+                    self.release(i).await;
+                }
+                self.persist_failed();
+                self.schedule_waiting();
+            }
+        }
+    }
+
+    fn persist_failed(&self) {
+        let failed: Vec<String> = {
+            let s = self.lock();
+            s.mains.iter().filter(|m| m.health.failed_at().is_some()).map(|m| m.cfg.name.clone()).collect()
+        };
+        if let Err(e) = self.persist.save(&failed) {
+            warn!(error = %e, "could not persist which mains are failed; a restart would wait a full fail_after");
+        }
+    }
+
+    /// Takes over main `i` if all its channels are free; otherwise it waits.
+    fn try_take_over(&self, i: usize, failed_at: SystemTime) {
+        let (name, cams, holders) = {
+            let mut s = self.lock();
+            let chans = s.mains[i].channels();
+            let mut holders: Vec<String> = chans.iter().filter_map(|c| s.owners.get(c)).map(|&o| s.mains[o].cfg.name.clone()).collect();
+            holders.sort();
+            holders.dedup();
+            if holders.is_empty() {
+                for c in &chans {
+                    s.owners.insert(*c, i);
+                }
+            }
+            let taken = holders.is_empty();
+            s.mains[i].health.declare(taken);
+            (s.mains[i].cfg.name.clone(), s.mains[i].cfg.cameras.clone(), holders)
+        };
+        if !holders.is_empty() {
+            self.events.emit("waiting", Some(&name), None, json!({
+                "reason": "its failover channels are held by another takeover",
+                "held_by": holders,
+                "channels": cams.iter().map(|c| c.channel).collect::<Vec<_>>(),
+            }));
+            return;
+        }
+        let started = Instant::now();
+        // Every camera starts at once: `start` only spawns the ingest task and writer, so the
+        // RTSP handshakes of all channels run concurrently.
+        let mut ok = Vec::new();
+        for cam in &cams {
+            match self.station.start(cam) {
+                Ok(durable) => ok.push((cam.clone(), durable)),
+                Err(e) => self.events.emit("channel_error", Some(&name), Some(cam.channel), json!({ "camera": cam.label, "error": e.to_string() })),
+            }
+        }
+        self.events.emit("takeover_started", Some(&name), None, json!({
+            "channels": cams.iter().map(|c| c.channel).collect::<Vec<_>>(),
+            "cameras": cams.len(),
+            "started": ok.len(),
+            "start_ms": started.elapsed().as_secs_f64() * 1e3,
+        }));
+        for (cam, durable) in ok {
+            let events = self.events.clone();
+            let main = name.clone();
+            tokio::spawn(async move {
+                // Report each channel's first durable fragment with its latency since the
+                // failure was declared; give up quietly after 10 minutes (the channel's own
+                // state already says it is not recording).
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while Instant::now() < deadline {
+                    if let Some(t) = durable.first_durable_at() {
+                        let latency = t.duration_since(failed_at).unwrap_or_default();
+                        events.emit("first_fragment", Some(&main), Some(cam.channel), json!({
+                            "camera": cam.label, "source_channel": cam.source_channel,
+                            "latency_ms": (latency.as_secs_f64() * 1e3).round(),
+                        }));
+                        return;
+                    }
+                    if Arc::strong_count(&durable) == 1 {
+                        return; // the channel was stopped before anything became durable
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    }
+
+    /// Stops main `i`'s channels, reports footage totals and frees the channels.
+    async fn release(&self, i: usize) {
+        let (name, chans) = {
+            let s = self.lock();
+            (s.mains[i].cfg.name.clone(), s.mains[i].channels())
+        };
+        let totals: Vec<(u32, u64, u64)> = self
+            .station
+            .snapshots()
+            .into_iter()
+            .filter(|(s, _)| chans.contains(&s.channel))
+            .map(|(s, d)| (s.channel, d.frames_durable(), d.bytes_durable()))
+            .collect();
+        self.station.stop_many(&chans).await;
+        {
+            let mut s = self.lock();
+            s.owners.retain(|_, o| *o != i);
+        }
+        let frames: u64 = totals.iter().map(|t| t.1).sum();
+        let bytes: u64 = totals.iter().map(|t| t.2).sum();
+        self.events.emit("takeover_ended", Some(&name), None, json!({
+            "channels": chans, "frames": frames, "bytes": bytes,
+            "per_channel": totals.iter().map(|t| json!({"channel": t.0, "frames": t.1, "bytes": t.2})).collect::<Vec<_>>(),
+        }));
+    }
+
+    /// Gives freed channels to waiting mains: higher priority first, then the earliest failure.
+    fn schedule_waiting(&self) {
+        let mut waiting: Vec<(i32, SystemTime, usize)> = {
+            let s = self.lock();
+            s.mains
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| match m.health {
+                    Health::Waiting { failed_at, .. } => Some((-m.cfg.priority, failed_at, i)),
+                    _ => None,
+                })
+                .collect()
+        };
+        waiting.sort();
+        for (_, failed_at, i) in waiting {
+            self.try_take_over(i, failed_at);
+        }
+    }
+}
+
+/// Probes one main forever at its interval and reports each outcome.
+async fn probe_loop(i: usize, m: Main, tx: mpsc::Sender<(usize, Result<(), String>)>, shutdown: CancellationToken) {
+    let auth = ProbeAuth { username: m.username.clone(), password: m.password.clone() };
+    let mut tick = tokio::time::interval(m.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = probe(&m.probe, &auth, m.timeout) => r,
+        };
+        if tx.send((i, outcome)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Failover: watching main recorders and standing in for them.
+//!
+//! - `probe`: one health check of a main (tcp, http, rtsp).
+//! - `health`: the per-main state machine (`ok`, `suspect`, `taken_over`, `waiting`), pure.
+//! - `controller`: probe tasks plus the one task that decides takeovers and owns channel assignment.
+//! - `events`: operator-visible events (log, catalog, webhooks).
+//! - `persist`: which mains are failed, across restarts.
+
+pub mod controller;
+pub mod events;
+pub mod health;
+pub mod persist;
+pub mod probe;
+
+pub use controller::{Failover, MainStatus};
+pub use events::EventSink;

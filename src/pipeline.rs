@@ -1,0 +1,118 @@
+//! One recording channel end to end: a camera's ingest task (recorder crate) feeding, through a
+//! bounded queue, a writer thread that hands frames to the store (storage crate).
+//!
+//! The queue is the only link between the two crates. Ingest never blocks on it (it drops whole
+//! GOPs when it is full, see `understudy_recorder`), so a slow disk can't stall the network side
+//! or any other channel; the writer thread does blocking file IO and never touches the network.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use understudy_recorder::{ChannelHandle, ChannelSnapshot, ChannelSpec, Credentials, IngestItem, VideoParams};
+use understudy_storage::{ChannelWriter, DurableStats, InputFrame, Store, TrackParams};
+
+use crate::config;
+use crate::station::StationError;
+
+/// Bitrate assumed for volume placement before a channel has measured its own.
+const EXPECTED_BITRATE_BPS: u64 = 4_000_000;
+
+/// A camera being recorded onto a channel.
+pub struct RecordingChannel {
+    pub channel: u32,
+    pub camera: String,
+    /// The main's own channel number for a takeover camera; the channel itself for a local one.
+    pub source_channel: u32,
+    ingest: ChannelHandle,
+    writer: std::thread::JoinHandle<()>,
+    durable: Arc<DurableStats>,
+}
+
+impl RecordingChannel {
+    /// Starts ingest and the writer thread for `cam`. Must be called inside a tokio runtime.
+    pub fn start(store: &Store, cam: &config::Camera, server: &config::Server, shutdown: CancellationToken) -> Result<Self, StationError> {
+        let writer = store.channel_writer(cam.channel, EXPECTED_BITRATE_BPS)?;
+        let durable = writer.stats();
+        let spec = channel_spec(cam, server);
+        let (tx, rx) = mpsc::channel(spec.queue_frames);
+        let ingest = understudy_recorder::spawn_channel(spec, tx, shutdown);
+        let (channel, camera) = (cam.channel, cam.label.clone());
+        let thread_camera = camera.clone();
+        let writer = std::thread::Builder::new()
+            .name(format!("ch{channel:03}-writer"))
+            .spawn(move || writer_loop(rx, writer, channel, &thread_camera))
+            .map_err(|source| StationError::Thread { channel, source })?;
+        info!(channel, camera = %camera, url = %cam.url, "channel started");
+        Ok(RecordingChannel { channel, camera, source_channel: cam.source_channel, ingest, writer, durable })
+    }
+
+    pub fn snapshot(&self) -> ChannelSnapshot {
+        self.ingest.stats.snapshot()
+    }
+
+    pub fn durable(&self) -> &Arc<DurableStats> {
+        &self.durable
+    }
+
+    /// Stops ingest (TEARDOWN), then waits for the writer to flush and close its segment.
+    pub async fn stop(self) {
+        let RecordingChannel { channel, camera, ingest, writer, .. } = self;
+        ingest.stop().await;
+        // The ingest task dropped its sender: the writer drains the queue, closes and exits.
+        match tokio::task::spawn_blocking(move || writer.join()).await {
+            Ok(Ok(())) => info!(channel, camera = %camera, "channel stopped"),
+            _ => warn!(channel, camera = %camera, "writer thread panicked while stopping"),
+        }
+    }
+}
+
+/// The recorder's view of a configured camera.
+pub fn channel_spec(cam: &config::Camera, server: &config::Server) -> ChannelSpec {
+    let credentials = cam.username.as_ref().map(|u| Credentials {
+        username: u.clone(),
+        password: cam.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default(),
+    });
+    let mut spec = ChannelSpec::new(cam.channel, cam.label.clone(), cam.url.clone());
+    spec.credentials = credentials;
+    spec.transport = match cam.transport {
+        config::Transport::Tcp => understudy_recorder::TransportPolicy::Tcp,
+        config::Transport::Udp => understudy_recorder::TransportPolicy::Udp,
+    };
+    spec.stall_timeout = server.stall_timeout;
+    spec
+}
+
+fn track_params(v: &VideoParams) -> TrackParams {
+    TrackParams { codec: v.rfc6381.clone(), width: v.width, height: v.height, sample_entry: v.sample_entry.clone() }
+}
+
+/// The writer thread: pops frames and writes them until the queue closes.
+fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, channel: u32, camera: &str) {
+    // The recorder hands the same `Arc<VideoParams>` until parameters change; map it once.
+    let mut params: Option<(Arc<VideoParams>, Arc<TrackParams>)> = None;
+    while let Some(item) = rx.blocking_recv() {
+        let result = match item {
+            IngestItem::Frame(f) => {
+                let tp = match &params {
+                    Some((v, t)) if Arc::ptr_eq(v, &f.params) => t.clone(),
+                    _ => {
+                        let t = Arc::new(track_params(&f.params));
+                        params = Some((f.params.clone(), t.clone()));
+                        t
+                    }
+                };
+                writer.push(&tp, InputFrame { time_90k: f.time_90k, key: f.key, data: f.data })
+            }
+            IngestItem::SessionEnded => writer.end_run(),
+        };
+        if let Err(e) = result {
+            // The store already closed the segment and will open a new one; say so and go on.
+            warn!(channel, camera, error = %e, "write failed");
+        }
+    }
+    if let Err(e) = writer.close() {
+        warn!(channel, camera, error = %e, "closing the channel's last segment failed");
+    }
+}

@@ -1,0 +1,136 @@
+//! The recording station: the open store plus the channels currently recording on it.
+//!
+//! `run`, `demo`, the failover controller and the bench all drive recording through this, so
+//! a channel is started and stopped the same way whoever asks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use understudy_recorder::ChannelSnapshot;
+use understudy_storage::{DurableStats, Store};
+
+use crate::config::{Camera, Config};
+use crate::pipeline::RecordingChannel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StationError {
+    #[error(transparent)]
+    Storage(#[from] understudy_storage::Error),
+    #[error("channel {channel} is already recording {camera}")]
+    ChannelBusy { channel: u32, camera: String },
+    #[error("channel {channel}: cannot start its writer thread: {source}")]
+    Thread { channel: u32, source: std::io::Error },
+    #[error("store task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub struct Station {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    shutdown: CancellationToken,
+    channels: Mutex<BTreeMap<u32, RecordingChannel>>,
+}
+
+impl Station {
+    /// Opens the store (repairing and indexing what a crash left) off the async threads.
+    pub async fn open(cfg: Config, shutdown: CancellationToken) -> Result<Arc<Station>, StationError> {
+        let sc = storage_config(&cfg);
+        let store = tokio::task::spawn_blocking(move || Store::open(sc)).await??;
+        Ok(Arc::new(Station { cfg: Arc::new(cfg), store, shutdown, channels: Mutex::new(BTreeMap::new()) }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, RecordingChannel>> {
+        // A panic while holding this lock leaves a plain map behind; keep using it.
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts every `[[camera]]` of the config; one that fails to start is logged, the others go on.
+    pub fn start_local_cameras(&self) -> Result<(), StationError> {
+        let cams = self.cfg.cameras.clone();
+        for cam in &cams {
+            if let Err(e) = self.start(cam) {
+                warn!(channel = cam.channel, camera = %cam.label, error = %e, "could not start channel");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts recording `cam` on its channel.
+    pub fn start(&self, cam: &Camera) -> Result<Arc<DurableStats>, StationError> {
+        let mut chans = self.lock();
+        if let Some(c) = chans.get(&cam.channel) {
+            return Err(StationError::ChannelBusy { channel: cam.channel, camera: c.camera.clone() });
+        }
+        let rc = RecordingChannel::start(&self.store, cam, &self.cfg.server, self.shutdown.child_token())?;
+        let durable = rc.durable().clone();
+        chans.insert(cam.channel, rc);
+        Ok(durable)
+    }
+
+    /// Stops recording on `channel` (closing its segment); false if it was not recording.
+    pub async fn stop(&self, channel: u32) -> bool {
+        let rc = self.lock().remove(&channel);
+        match rc {
+            Some(rc) => {
+                rc.stop().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops several channels at once.
+    pub async fn stop_many(&self, channels: &[u32]) {
+        let taken: Vec<RecordingChannel> = {
+            let mut chans = self.lock();
+            channels.iter().filter_map(|c| chans.remove(c)).collect()
+        };
+        futures::future::join_all(taken.into_iter().map(RecordingChannel::stop)).await;
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Ingest stats of every recording channel.
+    pub fn snapshots(&self) -> Vec<(ChannelSnapshot, Arc<DurableStats>)> {
+        self.lock().values().map(|c| (c.snapshot(), c.durable().clone())).collect()
+    }
+
+    /// The main's channel number recorded on `channel`, if it is recording.
+    pub fn source_channel(&self, channel: u32) -> Option<u32> {
+        self.lock().get(&channel).map(|c| c.source_channel)
+    }
+
+    pub fn log_summary(&self) {
+        for (s, d) in self.snapshots() {
+            info!(channel = s.channel, camera = %s.camera, state = ?s.state, bitrate_bps = s.bitrate_bps,
+                  frames = s.frames, durable_frames = d.frames_durable(), reconnects = s.reconnects,
+                  dropped_gops = s.dropped_gops, "channel status");
+        }
+    }
+
+    /// Stops every channel and makes everything durable.
+    pub async fn close(&self) -> Result<(), StationError> {
+        let all: Vec<u32> = self.lock().keys().copied().collect();
+        self.stop_many(&all).await;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.shutdown()).await??;
+        Ok(())
+    }
+}
+
+pub fn storage_config(cfg: &Config) -> understudy_storage::StoreConfig {
+    let volumes = cfg
+        .volumes
+        .iter()
+        .map(|v| understudy_storage::VolumeConfig { path: v.path.clone(), max_bytes: v.max_bytes, reserve: v.reserve })
+        .collect();
+    let mut sc = understudy_storage::StoreConfig::new(cfg.server.name.clone(), cfg.server.state_dir.clone(), volumes);
+    sc.sync_interval = cfg.server.sync_interval;
+    sc.segment_duration = cfg.server.segment_duration;
+    sc.fragment_duration = cfg.server.fragment_duration;
+    sc
+}

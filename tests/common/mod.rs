@@ -1,0 +1,246 @@
+//! Shared helpers for the integration tests: the camera simulator in-process, `understudy`
+//! as a child process, config files in temp dirs, and ffprobe/ffmpeg checks.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use understudy::camsim::{CamSim, CamSimConfig, CameraSpec, Pacing};
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+pub const H264: &str = "h264-360p25-small.mp4";
+pub const H265: &str = "h265-360p25-small.mp4";
+pub const H264_720: &str = "h264-720p25.mp4";
+pub const H265_720: &str = "h265-720p25.mp4";
+
+pub async fn camsim(clips: &[&str]) -> CamSim {
+    CamSim::start(CamSimConfig {
+        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        cameras: clips.iter().enumerate().map(|(i, c)| CameraSpec { id: i as u32 + 1, clip: fixture(c) }).collect(),
+        pacing: Pacing::Realtime,
+        auth: None,
+        session_timeout: Duration::from_secs(60),
+    })
+    .await
+    .expect("camsim starts")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A temp dir with a config file; `extra` is appended (cameras, mains).
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub api: u16,
+}
+
+impl Setup {
+    pub fn new(channels: u32, server_extra: &str, extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let api = free_port();
+        let config = dir.path().join("understudy.toml");
+        let text = format!(
+            "[server]\nname = \"test\"\nchannels = {channels}\nstate_dir = {:?}\nlisten = \"127.0.0.1:{api}\"\n{server_extra}\n\n[[volume]]\npath = {:?}\n\n{extra}",
+            dir.path().join("state").display().to_string(),
+            dir.path().join("disk1").display().to_string(),
+        );
+        std::fs::write(&config, text).unwrap();
+        Setup { dir, config, api }
+    }
+
+    pub fn volume(&self) -> PathBuf {
+        self.dir.path().join("disk1")
+    }
+
+    pub fn spawn_run(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_understudy"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("run.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("spawn understudy run")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default()
+    }
+
+    /// `understudy recordings --json` for a channel.
+    pub fn recordings(&self, channel: u32) -> Vec<serde_json::Value> {
+        let out = self.cli(&["recordings", "--channel", &channel.to_string(), "--json"]);
+        serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap_or_else(|e| panic!("recordings json: {e}: {out}"))
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut full = vec![args[0], "--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(&args[1..]);
+        let out = Command::new(env!("CARGO_BIN_EXE_understudy")).args(&full).output().unwrap();
+        assert!(out.status.success(), "understudy {:?} failed: {}", full, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// GET on the API; None while it doesn't answer.
+    pub fn api_get(&self, path: &str) -> Option<serde_json::Value> {
+        let body = http_get(&format!("127.0.0.1:{}", self.api), path)?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// Every .mp4 under the volume for a channel, sorted by name (= start time).
+    pub fn segment_files(&self, channel: u32) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        let root = self.volume().join(format!("ch{channel:03}"));
+        walk(&root, &mut v);
+        v.sort();
+        v
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else if p.extension().is_some_and(|x| x == "mp4") {
+            out.push(p);
+        }
+    }
+}
+
+/// Minimal HTTP/1.1 GET returning the body of a 2xx answer.
+pub fn http_get(addr: &str, path: &str) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let code: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+    if !(200..300).contains(&code) {
+        return None;
+    }
+    let body = buf[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Some(dechunk(&body));
+    }
+    Some(body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+    out
+}
+
+pub fn sigterm(child: &mut Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_exit(child, Duration::from_secs(60));
+}
+
+pub fn sigkill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Polls `f` every 200 ms until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+pub async fn wait_until_async(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// `ffprobe -v error`: empty stderr and success.
+pub fn ffprobe_clean(path: &Path) -> Result<(), String> {
+    let out = Command::new("ffprobe").args(["-v", "error", "-i"]).arg(path).output().map_err(|e| e.to_string())?;
+    if out.status.success() && out.stderr.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// `ffmpeg -v error -xerror -i F -f null -`: decodes every frame.
+pub fn ffmpeg_decodes(path: &Path) -> Result<(), String> {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-xerror", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() && out.stderr.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("ffmpeg {}: {}", path.display(), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Number of video packets, width and height, duration (s), via ffprobe.
+pub fn probe(path: &Path) -> (u64, u32, u32, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",
+               "stream=nb_read_packets,width,height:format=duration", "-of", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["streams"][0];
+    let n = s["nb_read_packets"].as_str().and_then(|x| x.parse().ok()).unwrap_or(0);
+    let d = v["format"]["duration"].as_str().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    (n, s["width"].as_u64().unwrap_or(0) as u32, s["height"].as_u64().unwrap_or(0) as u32, d)
+}
+
+/// The camsim camera ids tagged in a recorded file.
+pub fn cameras_in(path: &Path) -> std::collections::BTreeSet<u32> {
+    let data = std::fs::read(path).unwrap();
+    understudy::camsim::find_camsim_tags(&data).into_iter().map(|(c, _)| c).collect()
+}
