@@ -14,7 +14,7 @@ use crate::frame::{Frame, IngestItem, VideoParams};
 use crate::gate::{ConsumerGone, Gate};
 use crate::ratelimit::RateLimit;
 use crate::session::{Event, Session, SessionError};
-use crate::spec::ChannelSpec;
+use crate::spec::{ChannelSpec, Credentials};
 use crate::stats::{ChannelState, ChannelStats};
 
 /// How long stopping waits for retina's background TEARDOWN (RFC 2326 section 10.7).
@@ -178,6 +178,10 @@ impl Channel {
         };
         // Dropping the session starts retina's TEARDOWN per `TeardownPolicy::Auto`.
         drop(session);
+        // The error is visible in stats by the time the consumer sees `SessionEnded`.
+        if let Phase::Backoff { error } = &end {
+            self.stats.set_error(self.error_text(error));
+        }
         self.gate.end_run();
         let recorded = started.elapsed();
         self.backoff.session_ended(recorded);
@@ -235,21 +239,23 @@ impl Channel {
 
     async fn back_off(&mut self, error: SessionError) -> Phase {
         let config = error.is_config();
-        let text = self.describe_error(&error);
+        let text = self.error_text(&error);
         let delay = if config {
             self.backoff.max_delay()
         } else {
             self.backoff.next_delay()
         };
         self.stats.set_error(text.clone());
-        self.enter(if config {
+        let state = if config {
             ChannelState::Error
         } else {
             ChannelState::Backoff
-        });
+        };
+        self.enter(state);
         warn!(
             channel = self.spec.channel,
             camera = %self.camera,
+            state = state.as_str(),
             url = %self.spec.url,
             error = %text,
             retry_in_ms = delay.as_millis() as u64,
@@ -264,27 +270,8 @@ impl Channel {
         }
     }
 
-    /// The error as one line, with the password scrubbed should a server have echoed it.
-    fn describe_error(&self, error: &SessionError) -> String {
-        let mut text = error
-            .to_string()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-        if let Some(c) = &self.spec.credentials {
-            if c.password.len() >= MIN_SCRUB_LEN {
-                text = text.replace(&c.password, "<redacted>");
-                let encoded = percent_encoding::utf8_percent_encode(
-                    &c.password,
-                    percent_encoding::NON_ALPHANUMERIC,
-                )
-                .to_string();
-                text = text.replace(&encoded, "<redacted>");
-            }
-        }
-        text
+    fn error_text(&self, error: &SessionError) -> String {
+        one_line_scrubbed(&error.to_string(), self.spec.credentials.as_ref())
     }
 
     async fn stop(mut self, why: &'static str) {
@@ -312,5 +299,54 @@ impl Channel {
             reason = why,
             "stopped"
         );
+    }
+}
+
+/// An error text as one line, with the password scrubbed should a server have echoed it.
+fn one_line_scrubbed(text: &str, credentials: Option<&Credentials>) -> String {
+    let mut text = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Some(c) = credentials {
+        if c.password.len() >= MIN_SCRUB_LEN {
+            let encoded = percent_encoding::utf8_percent_encode(
+                &c.password,
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string();
+            text = text
+                .replace(&c.password, "<redacted>")
+                .replace(&encoded, "<redacted>");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_is_one_line_without_password() {
+        let c = Credentials {
+            username: "admin".into(),
+            password: "p@ss word".into(),
+        };
+        let got = one_line_scrubbed(
+            "401 response to DESCRIBE: p@ss word\n\nconn: a->b\nmsg: p%40ss%20word",
+            Some(&c),
+        );
+        assert_eq!(
+            got,
+            "401 response to DESCRIBE: <redacted>; conn: a->b; msg: <redacted>"
+        );
+        let short = Credentials {
+            username: "admin".into(),
+            password: "1".into(),
+        };
+        assert_eq!(one_line_scrubbed("port 1", Some(&short)), "port 1");
     }
 }

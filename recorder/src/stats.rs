@@ -169,20 +169,25 @@ impl ChannelStats {
                 fps,
             )
         };
+        // Drop counters are read before `frames`: every dropped frame was counted in `frames`
+        // first, so a snapshot never shows more dropped than received.
+        let dropped_gops = self.dropped_gops.load(Ordering::Acquire);
+        let dropped_frames = self.dropped_frames.load(Ordering::Acquire);
+        let skipped_frames = self.skipped_frames.load(Ordering::Acquire);
         ChannelSnapshot {
             channel: self.channel,
             camera: self.camera.clone(),
             state,
             since,
-            frames: self.frames.load(Ordering::Relaxed),
+            frames: self.frames.load(Ordering::Acquire),
             bytes: self.bytes.load(Ordering::Relaxed),
             bitrate_bps,
             fps,
             lost_packets: self.lost_packets.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
-            dropped_gops: self.dropped_gops.load(Ordering::Relaxed),
-            dropped_frames: self.dropped_frames.load(Ordering::Relaxed),
-            skipped_frames: self.skipped_frames.load(Ordering::Relaxed),
+            dropped_gops,
+            dropped_frames,
+            skipped_frames,
             sessions: self.sessions.load(Ordering::Relaxed),
             last_error,
             codec,
@@ -215,7 +220,7 @@ impl ChannelStats {
 
     pub(crate) fn record_frame(&self, len: usize) {
         let len = len as u64;
-        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.frames.fetch_add(1, Ordering::Release);
         self.bytes.fetch_add(len, Ordering::Relaxed);
         let now = Instant::now();
         let mut st = self.status();
@@ -243,7 +248,7 @@ impl ChannelStats {
     }
 
     pub(crate) fn add_dropped_frame(&self) {
-        self.dropped_frames.fetch_add(1, Ordering::Relaxed);
+        self.dropped_frames.fetch_add(1, Ordering::Release);
     }
 
     pub(crate) fn add_skipped_frame(&self) {

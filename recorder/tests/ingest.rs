@@ -67,11 +67,12 @@ async fn check_frames(
         nal_types(&f.data, h265); // checks the 4-byte length framing
         keys += usize::from(f.key);
     }
-    // 25 fps with a key frame every 25 frames (RTP timestamps, not wall-clock pacing).
+    // 25 fps (3600 ticks; more if UDP lost some) with a key frame every 25 frames. These are RTP
+    // timestamps, so this does not depend on the machine keeping up.
     let span = frames[n - 1].time_90k - frames[0].time_90k;
     let per_frame = span / (n as i64 - 1);
     assert!(
-        (2_000..=6_000).contains(&per_frame),
+        (2_000..=9_000).contains(&per_frame),
         "{per_frame} ticks per frame"
     );
     assert!(keys >= 2, "only {keys} key frames in {n}");
