@@ -11,8 +11,17 @@ pub async fn run(args: RecordingsArgs) -> CmdResult {
     let from = args.from.as_deref().map(|s| parse_time_90k(s, "--from")).transpose()?;
     let to = args.to.as_deref().map(|s| parse_time_90k(s, "--to")).transpose()?;
     check_channel(&cfg, args.channel)?;
-    let sc = storage_config(&cfg);
     let channel = args.channel;
+    if !cfg.server.state_dir.join("catalog.db").exists() {
+        // Nothing was ever recorded with this config: an empty answer, not an error.
+        if args.json {
+            println!("[]");
+        } else {
+            eprintln!("no catalog in {} yet: nothing recorded with this config", cfg.server.state_dir.display());
+        }
+        return Ok(());
+    }
+    let sc = storage_config(&cfg);
     let segs = tokio::task::spawn_blocking(move || {
         understudy_storage::Store::open_read_only(sc)?.recordings(channel, from, to)
     })

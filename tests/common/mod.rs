@@ -76,6 +76,19 @@ impl Setup {
         std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default()
     }
 
+    /// `understudy recordings --json` for a channel; None while it fails (e.g. before the
+    /// first start created the catalog).
+    pub fn try_recordings(&self, channel: u32) -> Option<Vec<serde_json::Value>> {
+        let mut full = vec!["recordings", "--config", self.config.to_str().unwrap()];
+        let ch = channel.to_string();
+        full.extend_from_slice(&["--channel", &ch, "--json"]);
+        let out = Command::new(env!("CARGO_BIN_EXE_understudy")).args(&full).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
     /// `understudy recordings --json` for a channel.
     pub fn recordings(&self, channel: u32) -> Vec<serde_json::Value> {
         let out = self.cli(&["recordings", "--channel", &channel.to_string(), "--json"]);
