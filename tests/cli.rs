@@ -83,8 +83,7 @@ async fn webhook_receives_events_as_json_with_retries() {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             // Read head + body (Content-Length).
-            loop {
-                let Ok(n) = s.read(&mut chunk) else { break };
+            while let Ok(n) = s.read(&mut chunk) {
                 if n == 0 {
                     break;
                 }

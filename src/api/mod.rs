@@ -104,7 +104,7 @@ async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
                 owner,
                 source_channel: st.station.source_channel(ch),
                 camera: Some(s.camera.clone()),
-                state: serde_json::to_value(&s.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                state: serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
                 bitrate_bps: s.bitrate_bps,
                 fps: s.fps,
                 frames: s.frames,

@@ -31,7 +31,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" | "hour" | "hours" => n * 3600.0,
         u => return Err(format!("duration {s:?} has unknown unit {u:?} (use ms, s, m or h)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("duration {s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
