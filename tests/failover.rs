@@ -277,3 +277,32 @@ async fn probe_kinds_against_real_listeners() {
     sim.shutdown().await;
     assert!(probe(&rtsp, &a, t).await.is_err(), "rtsp probe passed with camsim gone");
 }
+
+/// Freed channels go to the waiting main with the higher priority, then to the earlier failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_mains_are_served_by_priority() {
+    let sim = camsim(&[H264, H264, H264]).await;
+    let mut a = SimMain::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut b = SimMain::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut c = SimMain::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let text = main_toml("nvr-a", &a.addr().to_string(), 1, &[(1, sim.url(1))], "")
+        + &main_toml("nvr-b", &b.addr().to_string(), 1, &[(1, sim.url(2))], "priority = 0")
+        + &main_toml("nvr-c", &c.addr().to_string(), 1, &[(1, sim.url(3))], "priority = 10");
+    let setup = Setup::new(1, "", &text);
+    let mut child = setup.spawn_run();
+    assert!(wait_until_async(Duration::from_secs(60), || main_state(&setup, "nvr-c").as_deref() == Some("ok")).await);
+    a.down();
+    assert!(wait_until_async(Duration::from_secs(30), || main_state(&setup, "nvr-a").as_deref() == Some("taken_over")).await);
+    // B fails first, C later: C still goes first because of its priority.
+    b.down();
+    assert!(wait_until_async(Duration::from_secs(30), || main_state(&setup, "nvr-b").as_deref() == Some("waiting")).await);
+    c.down();
+    assert!(wait_until_async(Duration::from_secs(30), || main_state(&setup, "nvr-c").as_deref() == Some("waiting")).await);
+    a.up().await.unwrap();
+    assert!(wait_until_async(Duration::from_secs(30), || main_state(&setup, "nvr-c").as_deref() == Some("taken_over")).await, "{:?}", setup.api_get("/api/status"));
+    assert_eq!(main_state(&setup, "nvr-b").as_deref(), Some("waiting"));
+    c.up().await.unwrap();
+    assert!(wait_until_async(Duration::from_secs(30), || main_state(&setup, "nvr-b").as_deref() == Some("taken_over")).await, "{:?}", setup.api_get("/api/status"));
+    sigterm(&mut child);
+    sim.shutdown().await;
+}

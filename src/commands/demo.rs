@@ -122,7 +122,14 @@ pub async fn run(args: DemoArgs) -> CmdResult {
 
     say("events:");
     for e in daemon.station.store.events_since(0, 1000)? {
-        println!("  {}", serde_json::to_string(&e)?);
+        println!(
+            "  {:<24} {:<17} {:<6} {:<5} {}",
+            e.time,
+            e.kind,
+            e.main.as_deref().unwrap_or("-"),
+            e.channel.map(|c| format!("ch{c}")).unwrap_or_else(|| "-".into()),
+            e.detail
+        );
     }
     say("footage:");
     for ch in 1..=n {
