@@ -178,6 +178,8 @@ impl Failover {
             Transition::None | Transition::BecameSuspect => {}
             Transition::BlipCleared { failures } => {
                 self.events.emit("probe_recovered", Some(&name), None, json!({ "after_failures": failures, "takeover": false }));
+                // A main resumed as failed after a restart may have come back meanwhile.
+                self.persist_failed();
             }
             Transition::Failed { failed_at } => {
                 self.events.emit("main_failed", Some(&name), None, json!({ "failed_at": fmt_time(failed_at) }));

@@ -59,8 +59,8 @@ impl Setup {
         self.dir.path().join("disk1")
     }
 
-    pub fn spawn_run(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_understudy"))
+    pub fn spawn_run(&self) -> RunGuard {
+        RunGuard(Command::new(env!("CARGO_BIN_EXE_understudy"))
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -69,7 +69,7 @@ impl Setup {
                 std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("run.log")).unwrap(),
             ))
             .spawn()
-            .expect("spawn understudy run")
+            .expect("spawn understudy run"))
     }
 
     pub fn log(&self) -> String {
@@ -127,6 +127,31 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             walk(&p, out);
         } else if p.extension().is_some_and(|x| x == "mp4") {
             out.push(p);
+        }
+    }
+}
+
+/// `understudy run` as a child; killed if the test panics before stopping it.
+pub struct RunGuard(pub Child);
+
+impl std::ops::Deref for RunGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RunGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 }
