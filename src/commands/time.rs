@@ -42,7 +42,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let t = parse_time_90k("2026-11-24T18:00:00.250Z", "--from").unwrap();
-        assert_eq!(t, (1_795_370_400_000 + 250) * 90);
+        assert_eq!(t, (1_795_543_200_000 + 250) * 90);
         assert_eq!(format_90k(t), "2026-11-24T18:00:00.250Z");
         let n = parse_time_90k("now-10m", "--from").unwrap();
         assert!((now_90k() - n - 600 * 90_000).abs() < 90_000);
