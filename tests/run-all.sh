@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # camera (interop) and gst-launch the bench's second peer.
 pkgs=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-      gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 chromium)
+      gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 chromium fonts-liberation libgl1-mesa-dri)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
