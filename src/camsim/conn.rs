@@ -43,8 +43,8 @@ pub(crate) async fn serve(
             Ok(end) => debug!(?end, "connection closed"),
             Err(e) => debug!("connection closed on I/O error: {e}"),
         }
-        if let Some(camera) = conn.state.camera() {
-            info!(camera = camera.id, "session ended");
+        if let Some(setup) = conn.state.setup() {
+            info!(session = %setup.session_id, "session ended");
         }
     }
     .instrument(span)
@@ -99,10 +99,6 @@ impl State {
             State::Ready(s) => Some(s),
             State::Playing(p) | State::Stalled(p) => Some(&p.setup),
         }
-    }
-
-    fn camera(&self) -> Option<&Arc<Camera>> {
-        self.setup().map(|s| &s.camera)
     }
 }
 
@@ -201,6 +197,9 @@ impl Conn {
                 Ok(Some(Message::Interleaved { channel, len })) => {
                     tracing::trace!(channel, len, "interleaved frame from client ignored");
                 }
+                Ok(Some(Message::Response { status })) => {
+                    debug!(%status, "response from client ignored");
+                }
                 Ok(Some(Message::Request(req))) => {
                     debug!(method = %req.method, uri = %rtsp::strip_userinfo(&req.uri), "request");
                     let resp = self.handle(&req);
@@ -210,7 +209,9 @@ impl Conn {
                     writer.write_all(&resp.serialize(req.cseq())).await?;
                 }
                 Err(bad) => {
-                    info!(reason = %bad.reason, "bad request; closing");
+                    let head = &self.rbuf[..self.rbuf.len().min(48)];
+                    info!(reason = %bad.reason, head = ?String::from_utf8_lossy(head),
+                          "bad request; closing");
                     let resp = Response::new(400).header("Connection", "close");
                     writer
                         .write_all(&resp.serialize(bad.cseq.as_deref()))
@@ -234,7 +235,7 @@ impl Conn {
                 Err(TryRecvError::Lagged(_)) => continue,
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             };
-            info!(camera = camera.id, %fault, "fault applied to session");
+            info!(%fault, "fault applied to session");
             match fault {
                 Fault::Stall => stall = true,
                 Fault::DropMidGop => p.drop = DropPlan::AtNextDeltaFrame,
@@ -264,11 +265,7 @@ impl Conn {
                 .counters
                 .bytes_sent
                 .fetch_add(n as u64, Ordering::Relaxed);
-            info!(
-                camera = camera.id,
-                packets = half,
-                "dropping connection mid-GOP, mid-frame"
-            );
+            info!(packets = half, "dropping connection mid-GOP, mid-frame");
             writer.shutdown().await?;
             return Ok(Some(End::FaultDrop));
         }
@@ -293,7 +290,7 @@ impl Conn {
                 setup.sender.start(Instant::now());
                 let faults = setup.camera.subscribe();
                 let active = ActiveSession::new(Arc::clone(&setup.camera));
-                info!(camera = setup.camera.id, session = %setup.session_id,
+                info!(session = %setup.session_id,
                       codec = ?setup.sender.codec(), "session playing");
                 State::Playing(Playing {
                     setup,

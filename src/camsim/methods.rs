@@ -177,7 +177,7 @@ impl Conn {
             return r;
         }
         if let Some(s) = self.state.setup() {
-            info!(camera = s.camera.id, session = %s.session_id, "teardown");
+            info!(session = %s.session_id, "teardown");
         }
         self.state = State::Init;
         Response::new(200)

@@ -39,6 +39,11 @@ pub(crate) enum Message {
         channel: u8,
         len: usize,
     },
+    /// A response from the client (RFC 2326 §7; e.g. ffmpeg answers what it takes for a
+    /// server request with 501); ignored, we never send requests.
+    Response {
+        status: String,
+    },
 }
 
 /// A message that cannot be parsed; the connection cannot be resynchronized after it.
@@ -104,6 +109,25 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Message>, BadMessage> {
         reason: reason.to_string(),
         cseq: cseq.clone(),
     };
+    let body_len: usize = match headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+    {
+        Some((_, v)) => v.parse().map_err(|_| with_cseq("bad Content-Length"))?,
+        None => 0,
+    };
+    let total = head_end + 4 + body_len;
+    if total > MAX_REQUEST {
+        return Err(with_cseq("request too long"));
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    if let Some(status) = request_line.strip_prefix("RTSP/1.0 ") {
+        let status = status.to_string();
+        buf.advance(total);
+        return Ok(Some(Message::Response { status }));
+    }
     let mut parts = request_line.split(' ');
     let (Some(method), Some(uri), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -119,20 +143,6 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Message>, BadMessage> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
     {
         return Err(with_cseq("malformed method"));
-    }
-    let body_len: usize = match headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
-    {
-        Some((_, v)) => v.parse().map_err(|_| with_cseq("bad Content-Length"))?,
-        None => 0,
-    };
-    let total = head_end + 4 + body_len;
-    if total > MAX_REQUEST {
-        return Err(with_cseq("request too long"));
-    }
-    if buf.len() < total {
-        return Ok(None);
     }
     let request = Request {
         method: method.to_string(),
@@ -274,7 +284,13 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nCSeq: 9\r\n\r\n"[..]);
+        let mut buf = BytesMut::from(
+            &b"RTSP/1.0 501 Not Implemented\r\n\r\nGET / HTTP/1.1\r\nCSeq: 9\r\n\r\n"[..],
+        );
+        assert!(matches!(
+            parse(&mut buf),
+            Ok(Some(Message::Response { .. }))
+        ));
         let e = parse(&mut buf).unwrap_err();
         assert_eq!(e.cseq.as_deref(), Some("9"));
         let mut buf = BytesMut::from(&b"\x16\x03\x01\x00\xa5\x01\x00"[..]);
