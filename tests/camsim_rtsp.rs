@@ -344,14 +344,12 @@ async fn fast_pacing_outruns_realtime() {
     let sim = CamSim::start(cfg).await.unwrap();
     let mut d = play(&sim.url(1), None).await.unwrap();
     let start = Instant::now();
-    for _ in 0..300 {
+    for _ in 0..600 {
         frame(&mut d).await;
     }
-    // 300 frames are 12 s of media.
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        start.elapsed()
-    );
+    // 600 frames are 24 s of media; fast pacing takes a fraction of that even on a busy machine.
+    let took = start.elapsed();
+    eprintln!("600 frames in {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
     sim.shutdown().await;
 }
