@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("ingest: CHECK FAILED: frames were lost or channels did not record (see the problems above)");
+            eprintln!("ingest: CHECK FAILED (see the problems above)");
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -181,16 +181,20 @@ fn phases(
     };
 
     let targets = report::targets(args, clip, &u, peer.as_ref(), floor.as_ref());
-    report::table(
-        args,
-        clip,
-        dir_desc,
-        &u,
-        peer.as_ref(),
-        floor.as_ref(),
-        &notes,
-        &targets,
-    );
+    let results = report::Results {
+        u: &u,
+        peer: peer.as_ref(),
+        floor: floor.as_ref(),
+    };
+    report::table(args, clip, dir_desc, &results, &notes, &targets);
+    if args.check && !(u.problems.is_empty() && u.never.is_empty() && u.loss.lost() == 0) {
+        eprintln!(
+            "ingest: --check: {} frames lost, {} channels never recorded, {} problems",
+            u.loss.lost(),
+            u.never.len(),
+            u.problems.len()
+        );
+    }
     let check_failures: Vec<String> =
         if u.problems.is_empty() && u.never.is_empty() && u.loss.lost() == 0 {
             Vec::new()

@@ -160,7 +160,7 @@ impl Args {
                     let gb: f64 = value(name)?
                         .parse()
                         .map_err(|_| format!("{name}: not a number"))?;
-                    if !(gb > 0.0) {
+                    if gb.is_nan() || gb <= 0.0 {
                         return Err(format!("{name} must be positive"));
                     }
                     a.max_bytes = Some((gb * 1e9) as u64);

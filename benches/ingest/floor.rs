@@ -130,7 +130,7 @@ async fn channel(
     let control = String::from_utf8_lossy(&sdp)
         .lines()
         .filter_map(|l| l.trim().strip_prefix("a=control:"))
-        .last()
+        .next_back()
         .unwrap_or("*")
         .to_owned();
     let track = if control.starts_with("rtsp://") {

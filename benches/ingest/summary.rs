@@ -99,6 +99,7 @@ pub fn understudy(args: &Args, clip: &ClipInfo, r: &RecorderRun) -> Result<Under
     for (c, t) in r.channels.iter().zip(&tallies) {
         let ch = c.channel;
         let sent = r.sent.get(ch as usize - 1).copied().unwrap_or_default();
+        let lost_before = loss.lost();
         loss.add(
             ch,
             t,
@@ -106,6 +107,13 @@ pub fn understudy(args: &Args, clip: &ClipInfo, r: &RecorderRun) -> Result<Under
             c.snap.as_ref().map(|s| s.frames),
             clip.gop_frames,
         );
+        let lost = loss.lost() - lost_before;
+        if lost > 0 {
+            problems.push(format!(
+                "channel {ch}: {lost} frames lost ({} missing between recorded frames)",
+                t.gaps
+            ));
+        }
         let d = &c.durable;
         bytes += d.bytes_durable();
         frames += d.frames_durable();
@@ -151,9 +159,6 @@ pub fn understudy(args: &Args, clip: &ClipInfo, r: &RecorderRun) -> Result<Under
             }
             None => problems.push(format!("channel {ch}: not recording at the stop")),
         }
-    }
-    for ch in &loss.lossy_channels {
-        problems.push(format!("channel {ch}: lost frames"));
     }
     for ch in &never {
         problems.push(format!("channel {ch}: never recorded"));
