@@ -7,6 +7,7 @@
 mod events;
 pub mod index;
 mod segments;
+pub(crate) use segments::MAX_SEGMENT_SPAN_90K;
 mod volumes;
 
 use std::fs::File;

@@ -135,6 +135,10 @@ pub(crate) struct RetentionCommit<'a> {
     pub event_detail: &'a serde_json::Value,
 }
 
+
+/// The longest a segment may span (3 h): range queries rely on it, the writer enforces it.
+pub(crate) const MAX_SEGMENT_SPAN_90K: i64 = 3 * 3600 * 90_000;
+
 impl Catalog {
     /// Applies one syncer round in one transaction; returns the ids of inserted rows (None for updates).
     pub(crate) fn apply_sync(&self, ops: &[SyncOp]) -> Result<Vec<Option<i64>>> {
@@ -198,11 +202,16 @@ impl Catalog {
             } else {
                 COLUMNS.to_owned()
             };
+            // `start_90k >= ?4` bounds the scan of the (channel, start_90k) index from below:
+            // no segment spans more than MAX_SEGMENT_SPAN_90K (the writer cuts one that would),
+            // so a segment reaching `from` started at most that long before it. Without it a
+            // query for the last hour walks the channel's whole history.
             let mut st = c.prepare_cached(&format!(
                 "SELECT {cols} FROM segment WHERE channel = ?1 AND start_90k <= ?3 AND end_90k >= ?2
-                 ORDER BY start_90k, id"
+                 AND start_90k >= ?4 ORDER BY start_90k, id"
             ))?;
-            let rows = st.query_map(params![channel, from_90k, to_90k], |r| {
+            let lower = from_90k.saturating_sub(MAX_SEGMENT_SPAN_90K);
+            let rows = st.query_map(params![channel, from_90k, to_90k, lower], |r| {
                 read_row(r, with_fragments)
             })?;
             rows.collect()

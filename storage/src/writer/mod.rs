@@ -48,6 +48,8 @@ enum Cut {
     Backwards,
     Gap,
     SyncFailed,
+    /// No key frame for so long that the segment would outgrow `MAX_SEGMENT_SPAN_90K`.
+    TooLong,
 }
 
 /// Writes one channel; see the module docs.
@@ -347,6 +349,8 @@ fn cut_reason(rec: &Recording, params: &Arc<TrackParams>, frame: &InputFrame) ->
         Some(Cut::Gap)
     } else if frame.key && frame.time_90k >= rec.rotate_at_90k {
         Some(Cut::Rotate)
+    } else if frame.time_90k.saturating_sub(rec.seg.start_90k) >= crate::catalog::MAX_SEGMENT_SPAN_90K {
+        Some(Cut::TooLong)
     } else {
         None
     }
