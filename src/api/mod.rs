@@ -3,6 +3,7 @@
 //! Read-only: it never changes what is recorded. Nothing it returns contains a password.
 
 pub mod play;
+mod ui;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(ui::index))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/api/channels/{n}/recordings", get(recordings))
