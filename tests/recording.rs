@@ -202,5 +202,14 @@ async fn export_spans_segments_from_the_right_key_frame() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).trim_start().starts_with('K'), "first packet is not a key frame: {:?}", String::from_utf8_lossy(&o.stdout));
+
+    // Exporting from a segment's listed start (millisecond precision, its first frame a little
+    // inside that millisecond) starts at that segment, not a GOP earlier.
+    let b_start = b["start_90k"].as_i64().unwrap();
+    let out2 = setup.dir.path().join("export-b.mp4");
+    setup.cli(&["export", "--channel", "1", "--from", &fmt(b_start), "--to", &fmt(to), "-o", out2.to_str().unwrap()]);
+    let (_, _, _, dur2) = probe(&out2);
+    let expected2 = (to - b_start) as f64 / 90_000.0;
+    assert!((dur2 - expected2).abs() < 0.25, "export from segment start: {dur2} s, expected {expected2} s");
     sim.shutdown().await;
 }

@@ -67,14 +67,14 @@ pub enum Error {
     #[error("channel {channel}: a writer for this channel is already open")]
     ChannelBusy { channel: u32 },
 
-    #[error("channel {channel}: nothing recorded between {from_90k} and {to_90k} (90 kHz)")]
+    #[error("channel {channel}: nothing recorded between {} and {}", fmt_90k(*.from_90k), fmt_90k(*.to_90k))]
     NothingRecorded {
         channel: u32,
         from_90k: i64,
         to_90k: i64,
     },
 
-    #[error("channel {channel}: invalid range {from_90k}..{to_90k} (90 kHz)")]
+    #[error("channel {channel}: invalid range {} .. {}", fmt_90k(*.from_90k), fmt_90k(*.to_90k))]
     InvalidRange {
         channel: u32,
         from_90k: i64,
@@ -121,5 +121,13 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// A 90 kHz wall-clock time as RFC 3339 (UTC, milliseconds), for messages people read.
+pub(crate) fn fmt_90k(t: i64) -> String {
+    match jiff::Timestamp::from_millisecond(t.div_euclid(90)) {
+        Ok(ts) => format!("{ts:.3}"),
+        Err(_) => format!("{t} (90 kHz)"),
     }
 }

@@ -69,7 +69,10 @@ pub fn write_export(
         .collect();
     let first = all
         .iter()
-        .rposition(|(_, f, start)| f.starts_with_key && *start <= from_90k)
+        // Times reach us at millisecond precision (file names, the API, the CLI) while frames
+        // sit anywhere inside their millisecond: a key frame less than 1 ms after `from` is the
+        // one the caller meant (e.g. a segment's listed start), not the GOP before it.
+        .rposition(|(_, f, start)| f.starts_with_key && *start < from_90k.saturating_add(90))
         .or_else(|| {
             all.iter()
                 .position(|(_, f, start)| f.starts_with_key && *start > from_90k && *start < to_90k)
