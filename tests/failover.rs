@@ -57,6 +57,8 @@ async fn one_to_one_takeover_and_return_to_standby() {
     main.up().await.unwrap();
     assert!(wait_until_async(Duration::from_secs(60), || main_state(&setup, "nvr-a").as_deref() == Some("ok")).await);
     assert!(wait_until_async(Duration::from_secs(30), || recording_channels(&setup).is_empty()).await, "channels still recording after recovery");
+    // The channels leave the status at once; takeover_ended follows once their segments are closed.
+    assert!(wait_until_async(Duration::from_secs(30), || events(&setup).iter().any(|e| e["kind"] == "takeover_ended")).await, "no takeover_ended event");
     let evs = events(&setup);
     let kinds: Vec<&str> = evs.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     for k in ["main_failed", "takeover_started", "first_fragment", "main_recovered", "takeover_ended"] {

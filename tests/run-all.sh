@@ -24,7 +24,7 @@ fi
 # --- tests ---
 # Release build: the recording tests run real-time cameras, and the bench shares the build.
 echo "==> cargo test (release)"
-cargo test --workspace --release 2>&1
+cargo test --workspace --release --no-fail-fast 2>&1
 
 if [ -f benches/ingest.rs ]; then
   echo "==> short ingest bench: 100 channels x 10 s realtime, fails on any lost frame"
