@@ -25,9 +25,10 @@ pub async fn run(args: ConfigArg) -> CmdResult {
             m.cameras.iter().map(|c| c.channel).min().unwrap_or(0),
             m.cameras.iter().map(|c| c.channel).max().unwrap_or(0),
         );
+        let detect = crate::failover::health::detection_time(m.interval, m.timeout, m.fail_after);
         println!(
-            "main {:?}: probe {probe} every {:?} (timeout {:?}), takeover after {} failures, standby after {} successes, priority {}, {} cameras → channels {lo}–{hi}",
-            m.name, m.interval, m.timeout, m.fail_after, m.recover_after, m.priority, m.cameras.len()
+            "main {:?}: probe {probe} every {:?} (timeout {:?}), takeover after {} failures (≤ {:.1} s), standby after {} successes, priority {}, {} cameras → channels {lo}–{hi}",
+            m.name, m.interval, m.timeout, m.fail_after, detect.as_secs_f64(), m.recover_after, m.priority, m.cameras.len()
         );
     }
     println!("channel map:");

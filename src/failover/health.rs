@@ -130,9 +130,11 @@ impl Health {
     }
 }
 
-/// How long a main must fail before takeover, at most: used to explain timing in `check`.
+/// The longest from a main failing to its takeover being declared, for `check` to explain:
+/// the failure can fall just after a good probe, so `fail_after` more probes start over
+/// `fail_after` intervals, and the last one may take its whole timeout to fail.
 pub fn detection_time(interval: Duration, timeout: Duration, fail_after: u32) -> Duration {
-    interval * fail_after.saturating_sub(1) + timeout.max(interval)
+    interval * fail_after + timeout
 }
 
 #[cfg(test)]
@@ -191,6 +193,13 @@ mod tests {
         assert_eq!(h.name(), StateName::Waiting);
         h.on_probe(true, at(4), T);
         assert_eq!(h.on_probe(true, at(5), T), Transition::Recovered { failed_at: at(2), was_taken_over: false });
+    }
+
+    #[test]
+    fn detection_time_is_the_worst_case() {
+        let ms = Duration::from_millis;
+        assert_eq!(detection_time(ms(500), ms(500), 10), ms(5500));
+        assert_eq!(detection_time(Duration::from_secs(30), Duration::from_secs(5), 3), Duration::from_secs(95));
     }
 
     #[test]
