@@ -5,92 +5,38 @@
 //! Chromium is Debian's (`apt-get install chromium`, done by `tests/run-all.sh`). The page
 //! is served by a tiny HTTP listener in this test and POSTs what it measured back to it.
 
+mod cdp;
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use understudy::commands::time::format_90k;
 
-/// Where Chromium is: `$CHROMIUM`, else Debian's `/usr/bin/chromium`. A missing browser is a
-/// failure, not a skip: the test would otherwise pass without proving anything.
-fn chromium_path() -> PathBuf {
-    let p = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        p.exists(),
-        "Chromium not found at {} (set $CHROMIUM to override). The browser playback test needs it: \
-         run `bash tests/run-all.sh`, which installs Debian's `chromium` package, or `apt-get install -y chromium`.",
-        p.display()
-    );
-    p
-}
-
-/// A headless Chromium in its own process group; the whole group (browser, zygote,
-/// renderers, GPU/utility helpers) is killed on drop.
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-    log: PathBuf,
-}
+/// A headless Chromium showing `url` (see tests/cdp for the shared launch and clean-up).
+struct Browser(cdp::Chromium);
 
 impl Browser {
     fn open(url: &str, log: &Path) -> Browser {
-        let profile = tempfile::tempdir().unwrap();
-        let child = Command::new(chromium_path())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--autoplay-policy=no-user-gesture-required",
+        let (mut cmd, profile) = cdp::chromium_command(
+            &[
                 // Lets the page read back pixels of the video, which comes from another
                 // origin (the API's port) that sends no CORS headers.
                 "--disable-web-security",
                 "--window-size=800,600",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new().append(true).open(log).unwrap(),
-            ))
-            .process_group(0)
-            .spawn()
-            .expect("spawn chromium");
-        Browser {
-            child,
-            _profile: profile,
-            log: log.to_owned(),
-        }
+            ],
+            log,
+        );
+        cmd.arg(url);
+        Browser(cdp::Chromium::spawn(cmd, profile, log))
     }
 
     fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        // Without a D-Bus, Chromium logs a complaint per lookup; they say nothing about playback.
-        let lines: Vec<_> = s.lines().filter(|l| !l.contains("dbus")).collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // The group id is the browser's pid (process_group(0)); only what we started is in it.
-        let pgid = self.child.id() as i32;
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.0.log_tail()
     }
 }
 
@@ -256,7 +202,7 @@ fn at(v: &serde_json::Value, k: &str) -> f64 {
 /// `from`), real colour bars decoded, playback advances, and a seek to the middle plays on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_footage_plays_and_seeks_in_chromium() {
-    chromium_path(); // fail fast, before recording, when the browser is missing
+    cdp::chromium_path(); // fail fast, before recording, when the browser is missing
     let sim = camsim(&[H264]).await;
     let setup = Setup::new(
         1,

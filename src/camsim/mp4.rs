@@ -132,34 +132,9 @@ type Entry = (VideoCodec, u16, u16, u8, ParamSets);
 fn sample_entry(trak: &Trak) -> Result<Entry, String> {
     let codecs = &trak.mdia.minf.stbl.stsd.codecs;
     let codec = codecs.first().ok_or("stsd has no sample entry")?;
-    let first = |v: &[Vec<u8>], what: &str| {
-        v.first()
-            .cloned()
-            .ok_or_else(|| format!("sample entry has no {what}"))
-    };
     match codec {
-        Codec::Avc1(e) => {
-            let sps = first(&e.avcc.sequence_parameter_sets, "SPS")?;
-            let pps = first(&e.avcc.picture_parameter_sets, "PPS")?;
-            let params = ParamSets {
-                vps: None,
-                sps,
-                pps,
-            };
-            let (w, h) = (e.visual.width, e.visual.height);
-            Ok((VideoCodec::H264, w, h, e.avcc.length_size, params))
-        }
-        Codec::Avc3(e) => {
-            let sps = first(&e.avcc.sequence_parameter_sets, "SPS")?;
-            let pps = first(&e.avcc.picture_parameter_sets, "PPS")?;
-            let params = ParamSets {
-                vps: None,
-                sps,
-                pps,
-            };
-            let (w, h) = (e.visual.width, e.visual.height);
-            Ok((VideoCodec::H264, w, h, e.avcc.length_size, params))
-        }
+        Codec::Avc1(e) => avc_entry(&e.avcc, e.visual.width, e.visual.height),
+        Codec::Avc3(e) => avc_entry(&e.avcc, e.visual.width, e.visual.height),
         Codec::Hvc1(e) => hevc_entry(&e.hvcc, e.visual.width, e.visual.height),
         Codec::Hev1(e) => hevc_entry(&e.hvcc, e.visual.width, e.visual.height),
         other => Err(format!(
@@ -172,6 +147,20 @@ fn sample_entry(trak: &Trak) -> Result<Entry, String> {
 fn other_name(c: &Codec) -> String {
     let dbg = format!("{c:?}");
     dbg.split('(').next().unwrap_or("?").to_string()
+}
+
+fn avc_entry(avcc: &mp4_atom::Avcc, width: u16, height: u16) -> Result<Entry, String> {
+    let first = |v: &[Vec<u8>], what: &str| {
+        v.first()
+            .cloned()
+            .ok_or_else(|| format!("avcC has no {what}"))
+    };
+    let params = ParamSets {
+        vps: None,
+        sps: first(&avcc.sequence_parameter_sets, "SPS")?,
+        pps: first(&avcc.picture_parameter_sets, "PPS")?,
+    };
+    Ok((VideoCodec::H264, width, height, avcc.length_size, params))
 }
 
 fn hevc_entry(hvcc: &mp4_atom::Hvcc, width: u16, height: u16) -> Result<Entry, String> {

@@ -1,7 +1,8 @@
 //! A headless Chromium driven over the DevTools protocol on `--remote-debugging-pipe`
 //! (NUL-separated JSON, commands on fd 3, answers and events on fd 4): navigate, evaluate,
-//! click like a user, screenshot. Launched as tests/browser.rs launches it: same flags, its own
-//! process group (killed as a whole on drop), a fresh profile.
+//! click like a user, screenshot. `chromium_command`/`Chromium` are the launch and clean-up
+//! shared with tests/browser.rs: same flags, its own process group (killed as a whole on drop),
+//! a fresh profile.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -30,15 +31,73 @@ pub fn chromium_path() -> PathBuf {
     p
 }
 
+/// The headless flags every browser test uses (no background networking on this closed
+/// network), a fresh profile, stdout+stderr to `log`, and its own process group so the whole
+/// browser can be killed at once.
+pub fn chromium_command(extra: &[&str], log: &Path) -> (Command, tempfile::TempDir) {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(chromium_path());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+    ])
+    .args(extra)
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .stdin(Stdio::null())
+    .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
+    .stderr(Stdio::from(
+        std::fs::OpenOptions::new().append(true).open(log).unwrap(),
+    ))
+    .process_group(0);
+    (cmd, profile)
+}
+
+/// A running Chromium from `chromium_command`; the whole process group (browser, zygote,
+/// renderers, GPU/utility helpers) is killed on drop.
+pub struct Chromium {
+    child: Child,
+    _profile: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Chromium {
+    pub fn spawn(mut cmd: Command, profile: tempfile::TempDir, log: &Path) -> Chromium {
+        let child = cmd.spawn().expect("spawn chromium");
+        Chromium { child, _profile: profile, log: log.to_owned() }
+    }
+
+    /// The last 30 lines of the browser's log, without its D-Bus noise.
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        // Without a D-Bus, Chromium logs a complaint per lookup; they say nothing about the page.
+        let lines: Vec<_> = s.lines().filter(|l| !l.contains("dbus")).collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        // The group id is the browser's pid (process_group(0)); only what we started is in it.
+        let pgid = self.child.id() as i32;
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
 /// How long one DevTools call may take on a loaded machine.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A headless Chromium in its own process group (killed as a group on drop), with a DevTools
 /// session attached to its page.
 pub struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-    log: PathBuf,
+    chromium: Chromium,
     to_browser: std::io::PipeWriter,
     from_browser: mpsc::Receiver<Value>,
     next_id: u64,
@@ -49,33 +108,13 @@ pub struct Browser {
 
 impl Browser {
     pub fn open(log: &Path) -> Browser {
-        let profile = tempfile::tempdir().unwrap();
         // fd 3: what the browser reads; fd 4: what it writes.
         let (cmd_r, cmd_w) = std::io::pipe().unwrap();
         let (ev_r, ev_w) = std::io::pipe().unwrap();
         let (fd3, fd4) = (cmd_r.as_raw_fd(), ev_w.as_raw_fd());
-        let mut cmd = Command::new(chromium_path());
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-            "--window-size=1280,1000",
-            "--remote-debugging-pipe",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new().append(true).open(log).unwrap(),
-        ))
-        .process_group(0);
+        let (mut cmd, profile) =
+            chromium_command(&["--window-size=1280,1000", "--remote-debugging-pipe"], log);
+        cmd.arg("about:blank");
         // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec. Both ends
         // are first copied above 10, so placing one on 3 cannot clobber the other; the copies
         // lack FD_CLOEXEC, so 3 and 4 survive exec.
@@ -89,7 +128,7 @@ impl Browser {
                 Ok(())
             });
         }
-        let child = cmd.spawn().expect("spawn chromium");
+        let chromium = Chromium::spawn(cmd, profile, log);
         drop((cmd_r, ev_w));
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -110,9 +149,7 @@ impl Browser {
             }
         });
         let mut b = Browser {
-            child,
-            _profile: profile,
-            log: log.to_owned(),
+            chromium,
             to_browser: cmd_w,
             from_browser: rx,
             next_id: 0,
@@ -259,18 +296,6 @@ impl Browser {
     }
 
     pub fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        // Without a D-Bus, Chromium logs a complaint per lookup; they say nothing about the page.
-        let lines: Vec<_> = s.lines().filter(|l| !l.contains("dbus")).collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // The group id is the browser's pid (process_group(0)); only what we started is in it.
-        let pgid = self.child.id() as i32;
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.chromium.log_tail()
     }
 }
