@@ -21,8 +21,13 @@ use crate::error::{Error, Result};
 pub use events::EventRecord;
 pub(crate) use segments::{NewSegment, RetentionCommit, SegmentRow, SegmentUpdate, SyncOp};
 
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema steps, in order: step *i* (0-based) takes `PRAGMA user_version` from *i* to *i* + 1.
+/// A new schema change appends a step here (never edits a shipped one); each step runs in one
+/// transaction with the version bump, so a crash mid-upgrade leaves the previous version intact.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+/// Schema version stored in `PRAGMA user_version`: the number of steps in [`MIGRATIONS`].
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 const SCHEMA_V1: &str = r#"
 CREATE TABLE volume (
@@ -124,32 +129,21 @@ impl Catalog {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(ctx("reading schema version"))?;
-        match version {
-            0 => {
-                let tx = conn.transaction().map_err(ctx("creating schema"))?;
-                tx.execute_batch(SCHEMA_V1)
-                    .map_err(ctx("creating schema"))?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(ctx("creating schema"))?;
-                tx.commit().map_err(ctx("creating schema"))?;
-                tracing::info!(path = %path.display(), version = SCHEMA_VERSION, "created catalog");
-            }
-            SCHEMA_VERSION => {}
-            found if found > SCHEMA_VERSION => {
-                return Err(Error::CatalogVersion {
-                    path,
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            found => {
-                // No older schema has shipped; a future version adds its upgrade steps here.
-                return Err(Error::CatalogVersion {
-                    path,
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
+        if version > SCHEMA_VERSION || version < 0 {
+            return Err(Error::CatalogVersion {
+                path,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (from, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let to = from as i64 + 1;
+            let tx = conn.transaction().map_err(ctx("upgrading schema"))?;
+            tx.execute_batch(step).map_err(ctx("upgrading schema"))?;
+            tx.pragma_update(None, "user_version", to)
+                .map_err(ctx("upgrading schema"))?;
+            tx.commit().map_err(ctx("upgrading schema"))?;
+            tracing::info!(path = %path.display(), from, to, "catalog schema upgraded");
         }
         Ok(Catalog {
             path,
