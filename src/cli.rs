@@ -6,28 +6,54 @@ use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "understudy", version, about = "Failover recorder for video surveillance")]
+#[command(after_help = "Examples:\n  understudy check --config /etc/understudy/understudy.toml\n  understudy run --config /etc/understudy/understudy.toml --log-format json\n  understudy recordings --config /etc/understudy/understudy.toml --channel 1 --from now-1h\n\nSee `understudy <command> --help` for each command's examples.")]
 pub struct Cli {
+    /// Log line format on stderr: text (colour only on a terminal) or json (one object per
+    /// line, for log shippers). Default: `[server] log_format` of the config, else text.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Command {
+    /// The config file the command reads, if it takes one.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Run(a) | Command::Reindex(a) | Command::Check(a) => Some(&a.config),
+            Command::Recordings(a) => Some(&a.config.config),
+            Command::Export(a) => Some(&a.config.config),
+            Command::Drill(a) => Some(&a.config),
+            Command::Camsim(_) | Command::Demo(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record every [[camera]] of the config (and stand by for its mains) until SIGTERM/SIGINT.
+    #[command(after_help = "Examples:\n  understudy run --config /etc/understudy/understudy.toml\n  understudy run -c site.toml --log-format json 2>>/var/log/understudy.json\n\nSIGTERM or Ctrl-C closes every segment. Under systemd (Type=notify) it reports READY=1, STATUS= and WATCHDOG=1.")]
     Run(ConfigArg),
     /// List a channel's recorded segments.
+    #[command(after_help = "Examples:\n  understudy recordings -c site.toml --channel 3\n  understudy recordings -c site.toml --channel 3 --from now-1h --to now\n  understudy recordings -c site.toml --channel 3 --from 2026-11-24T18:00:00Z --json | jq '.[].path'")]
     Recordings(RecordingsArgs),
     /// Write one MP4 of a channel's footage between two times.
+    #[command(after_help = "Examples:\n  understudy export -c site.toml --channel 3 --from now-10m --to now -o last10.mp4\n  understudy export -c site.toml --channel 3 --from 2026-11-24T18:00:00Z --to 2026-11-24T18:05:00Z -o incident.mp4")]
     Export(ExportArgs),
     /// Rebuild the catalog from the segment files on the volumes (repairing torn tails).
+    #[command(after_help = "Examples:\n  understudy reindex --config /etc/understudy/understudy.toml")]
     Reindex(ConfigArg),
     /// Validate a config and print the channel map.
+    #[command(after_help = "Examples:\n  understudy check --config /etc/understudy/understudy.toml")]
     Check(ConfigArg),
     /// Serve simulated RTSP cameras looping fixture clips.
+    #[command(after_help = "Examples:\n  understudy camsim --cameras 4\n  understudy camsim --listen 127.0.0.1:8554 --cameras 2 --user admin --password secret --auth digest\n  understudy camsim --cameras 2 --fault 1:stall@30")]
     Camsim(crate::camsim::CamsimArgs),
     /// Rehearse a takeover of a healthy main for a while and report per-channel latency.
+    #[command(after_help = "Examples:\n  understudy drill -c site.toml --main nvr-a --for 60s")]
     Drill(DrillArgs),
     /// Run a self-contained demonstration on a temporary directory: simulated cameras, recording, export.
+    #[command(after_help = "Examples:\n  understudy demo\n  understudy demo --cameras 8 --seconds 10 --dir /tmp/understudy-demo")]
     Demo(DemoArgs),
 }
 

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod failover;
+pub mod logging;
 pub mod pipeline;
 pub mod signals;
 pub mod simmain;

@@ -1,16 +1,20 @@
 //! The `understudy` binary: parses the command line and runs one command.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use understudy::cli::{Cli, Command};
-use understudy::commands;
+use understudy::{commands, logging};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    if !matches!(cli.command, Command::Run(_) | Command::Camsim(_)) {
+        // Commands that print (`recordings … | head -1`) end quietly when the reader goes away,
+        // as Unix tools do (status 141), instead of panicking on a failed print. The servers
+        // keep SIGPIPE ignored: a peer closing a socket must never kill them.
+        // SAFETY: called before any thread is started; restores the default disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    let format = cli.log_format.or_else(|| cli.command.config_path().and_then(logging::peek_log_format)).unwrap_or_default();
+    logging::init(format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("understudy").build() {
         Ok(rt) => rt,
         Err(e) => {

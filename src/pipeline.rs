@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 use understudy_recorder::{ChannelHandle, ChannelSnapshot, ChannelSpec, Credentials, IngestItem, VideoParams};
 use understudy_storage::{ChannelWriter, DurableStats, InputFrame, Store, TrackParams};
 
@@ -28,6 +28,8 @@ pub struct RecordingChannel {
     ingest: ChannelHandle,
     writer: std::thread::JoinHandle<()>,
     durable: Arc<DurableStats>,
+    /// `channel` span (channel, main, camera) its ingest task and writer thread log in.
+    span: tracing::Span,
 }
 
 impl RecordingChannel {
@@ -37,15 +39,18 @@ impl RecordingChannel {
         let durable = writer.stats();
         let spec = channel_spec(cam, server);
         let (tx, rx) = mpsc::channel(spec.queue_frames);
-        let ingest = understudy_recorder::spawn_channel(spec, tx, shutdown);
+        // Every line logged for this channel (ingest task, writer thread) carries these fields.
+        let span = tracing::info_span!("channel", channel = cam.channel, main = %cam.owner, camera = %cam.label);
+        let ingest = span.in_scope(|| understudy_recorder::spawn_channel(spec, tx, shutdown));
         let (channel, camera) = (cam.channel, cam.label.clone());
         let thread_camera = camera.clone();
+        let thread_span = span.clone();
         let writer = std::thread::Builder::new()
             .name(format!("ch{channel:03}-writer"))
-            .spawn(move || writer_loop(rx, writer, channel, &thread_camera))
+            .spawn(move || thread_span.in_scope(|| writer_loop(rx, writer, channel, &thread_camera)))
             .map_err(|source| StationError::Thread { channel, source })?;
-        info!(channel, camera = %camera, url = %cam.url, "channel started");
-        Ok(RecordingChannel { channel, camera, source_channel: cam.source_channel, ingest, writer, durable })
+        span.in_scope(|| info!(url = %cam.url, "channel started"));
+        Ok(RecordingChannel { channel, camera, source_channel: cam.source_channel, ingest, writer, durable, span })
     }
 
     pub fn snapshot(&self) -> ChannelSnapshot {
@@ -58,12 +63,14 @@ impl RecordingChannel {
 
     /// Stops ingest (TEARDOWN), then waits for the writer to flush and close its segment.
     pub async fn stop(self) {
-        let RecordingChannel { channel, camera, ingest, writer, .. } = self;
-        ingest.stop().await;
+        let RecordingChannel { ingest, writer, span, .. } = self;
+        ingest.stop().instrument(span.clone()).await;
         // The ingest task dropped its sender: the writer drains the queue, closes and exits.
-        match tokio::task::spawn_blocking(move || writer.join()).await {
-            Ok(Ok(())) => info!(channel, camera = %camera, "channel stopped"),
-            _ => warn!(channel, camera = %camera, "writer thread panicked while stopping"),
+        let joined = tokio::task::spawn_blocking(move || writer.join()).await;
+        let _in_span = span.enter();
+        match joined {
+            Ok(Ok(())) => info!("channel stopped"),
+            _ => warn!("writer thread panicked while stopping"),
         }
     }
 }

@@ -85,6 +85,10 @@ pub fn spawn_channel(
     spec.sanitize();
     let stats = Arc::new(ChannelStats::new(spec.channel, spec.camera.clone()));
     let token = shutdown.child_token();
-    let task = tokio::spawn(channel::run(spec, out, token.clone(), stats.clone()));
+    // The task keeps the caller's span (the binary's `channel` span: channel, main, camera), so
+    // every line it logs says whose camera it is.
+    let task = tokio::spawn(
+        tracing::Instrument::in_current_span(channel::run(spec, out, token.clone(), stats.clone())),
+    );
     ChannelHandle { stats, task, token }
 }

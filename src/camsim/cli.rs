@@ -182,14 +182,18 @@ pub async fn run_cli(args: CamsimArgs, shutdown: CancellationToken) -> Result<()
     }
     let stats = sim.stats();
     sim.shutdown().await;
-    println!("camera  sessions  frames_sent  bytes_sent");
+    // A closed stdout (camsim is a server: SIGPIPE stays ignored) must not panic at exit.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "camera  sessions  frames_sent  bytes_sent");
     for c in stats.cameras.iter().chain(std::iter::once(&stats.total)) {
         let name = if c.id == 0 {
             "total".to_string()
         } else {
             c.id.to_string()
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{name:>6}  {:>8}  {:>11}  {:>10}",
             c.sessions, c.frames_sent, c.bytes_sent
         );

@@ -91,6 +91,8 @@ struct RawServer {
     fragment_duration: Option<HumanDuration>,
     #[serde(default)]
     stall_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    log_format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +181,8 @@ pub struct Server {
     pub segment_duration: Duration,
     pub fragment_duration: Duration,
     pub stall_timeout: Duration,
+    /// `[server] log_format`; `--log-format` overrides it.
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Clone, Debug)]
@@ -197,6 +201,8 @@ pub struct Camera {
     pub source_channel: u32,
     /// A label for logs: the camera's name, or `local/3`, `nvr-a/3`.
     pub label: String,
+    /// Who the camera belongs to: the `[[main]]`'s name, or `local` for a `[[camera]]`.
+    pub owner: String,
     pub url: url::Url,
     pub username: Option<String>,
     pub password: Option<Secret>,
@@ -348,6 +354,10 @@ impl Validator<'_> {
             segment_duration,
             fragment_duration,
             stall_timeout,
+            log_format: match &s.log_format {
+                None => crate::logging::LogFormat::Text,
+                Some(f) => f.get_ref().parse().or_else(|e| self.err(Some(f.span()), "server.log_format", e))?,
+            },
         };
 
         if raw.volumes.is_empty() {
@@ -377,7 +387,7 @@ impl Validator<'_> {
                 return self.err(Some(c.channel.span()), format!("{field}.channel"), format!("channel {ch} is already used by {prev}"));
             }
             let label = c.name.clone().unwrap_or_else(|| format!("local/{ch}"));
-            cameras.push(self.camera(c, &field, ch, ch, label)?);
+            cameras.push(self.camera(c, &field, ch, ch, label, "local")?);
         }
 
         let mut mains = Vec::new();
@@ -397,7 +407,7 @@ impl Validator<'_> {
         Ok(Config { file: self.file.to_owned(), server, volumes, cameras, mains, webhooks })
     }
 
-    fn camera(&self, c: &RawCamera, field: &str, channel: u32, source_channel: u32, label: String) -> Result<Camera, ConfigError> {
+    fn camera(&self, c: &RawCamera, field: &str, channel: u32, source_channel: u32, label: String, owner: &str) -> Result<Camera, ConfigError> {
         let mut url = url::Url::parse(c.url.get_ref())
             .or_else(|e| self.err(Some(c.url.span()), format!("{field}.url"), format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "rtsp" | "rtsps") {
@@ -427,7 +437,7 @@ impl Validator<'_> {
                 other => return self.err(Some(t.span()), format!("{field}.transport"), format!("{other:?} is not tcp or udp")),
             },
         };
-        Ok(Camera { channel, source_channel, label, url, username, password, transport })
+        Ok(Camera { channel, source_channel, label, owner: owner.to_owned(), url, username, password, transport })
     }
 
     fn main(&self, m: &RawMain, i: usize, channels: u32, local: &HashMap<u32, String>, earlier: &[Main]) -> Result<Main, ConfigError> {
@@ -504,7 +514,7 @@ impl Validator<'_> {
                     "maps to failover channel {failover}, which {owner} records all the time"));
             }
             let label = c.name.clone().unwrap_or_else(|| format!("{name}/{src}"));
-            cameras.push(self.camera(c, &cf, failover, src, label)?);
+            cameras.push(self.camera(c, &cf, failover, src, label, &name)?);
         }
         Ok(Main {
             name,
