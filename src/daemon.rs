@@ -30,6 +30,7 @@ impl Daemon {
     /// Opens the store, starts local cameras, the failover controller (if any `[[main]]`) and
     /// the HTTP API (if `server.listen`).
     pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Daemon, DaemonError> {
+        api::metrics::mark_start();
         let station = Station::open(cfg, shutdown.clone()).await?;
         let cfg = station.cfg.clone();
         let events = EventSink::new(station.store.clone(), cfg.server.name.clone(), &cfg.webhooks);

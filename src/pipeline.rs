@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 use understudy_recorder::{ChannelHandle, ChannelSnapshot, ChannelSpec, Credentials, IngestItem, VideoParams};
+use understudy_storage::telemetry::Heartbeat;
 use understudy_storage::{ChannelWriter, DurableStats, InputFrame, Store, TrackParams};
 
 use crate::config;
@@ -25,6 +26,10 @@ pub struct RecordingChannel {
     pub camera: String,
     /// The main's own channel number for a takeover camera; the channel itself for a local one.
     pub source_channel: u32,
+    /// The main whose camera this is, or `local`.
+    pub owner: String,
+    /// Beats each time the writer thread goes round its loop (the systemd watchdog reads it).
+    pub writer_heartbeat: Arc<Heartbeat>,
     ingest: ChannelHandle,
     writer: std::thread::JoinHandle<()>,
     durable: Arc<DurableStats>,
@@ -45,12 +50,14 @@ impl RecordingChannel {
         let (channel, camera) = (cam.channel, cam.label.clone());
         let thread_camera = camera.clone();
         let thread_span = span.clone();
+        let writer_heartbeat = Arc::new(Heartbeat::default());
+        let beat = writer_heartbeat.clone();
         let writer = std::thread::Builder::new()
             .name(format!("ch{channel:03}-writer"))
-            .spawn(move || thread_span.in_scope(|| writer_loop(rx, writer, channel, &thread_camera)))
+            .spawn(move || thread_span.in_scope(|| writer_loop(rx, writer, channel, &thread_camera, &beat)))
             .map_err(|source| StationError::Thread { channel, source })?;
         span.in_scope(|| info!(url = %cam.url, "channel started"));
-        Ok(RecordingChannel { channel, camera, source_channel: cam.source_channel, ingest, writer, durable, span })
+        Ok(RecordingChannel { channel, camera, source_channel: cam.source_channel, owner: cam.owner.clone(), writer_heartbeat, ingest, writer, durable, span })
     }
 
     pub fn snapshot(&self) -> ChannelSnapshot {
@@ -103,11 +110,12 @@ fn track_params(v: &VideoParams) -> TrackParams {
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The writer thread: pops frames and writes them until the queue closes.
-fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, channel: u32, camera: &str) {
+fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, channel: u32, camera: &str, heartbeat: &Heartbeat) {
     use tokio::sync::mpsc::error::TryRecvError;
     // The recorder hands the same `Arc<VideoParams>` until parameters change; map it once.
     let mut params: Option<(Arc<VideoParams>, Arc<TrackParams>)> = None;
     loop {
+        heartbeat.beat();
         let item = match rx.try_recv() {
             Ok(item) => item,
             Err(TryRecvError::Empty) => {

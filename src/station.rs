@@ -99,6 +99,17 @@ impl Station {
         self.lock().values().map(|c| (c.snapshot(), c.durable().clone())).collect()
     }
 
+    /// Who owns the camera recording on `channel` (a main's name or `local`), if it is recording.
+    pub fn owner_of(&self, channel: u32) -> Option<String> {
+        self.lock().get(&channel).map(|c| c.owner.clone())
+    }
+
+    /// The longest time any channel's writer thread has gone without finishing a loop (None
+    /// when nothing records): a writer stuck on a dead disk shows here.
+    pub fn slowest_writer(&self) -> Option<std::time::Duration> {
+        self.lock().values().map(|c| c.writer_heartbeat.age()).max()
+    }
+
     /// The main's channel number recorded on `channel`, if it is recording.
     pub fn source_channel(&self, channel: u32) -> Option<u32> {
         self.lock().get(&channel).map(|c| c.source_channel)

@@ -1,7 +1,8 @@
-//! The HTTP API on `server.listen`: status, events, recordings and playback (axum).
+//! The HTTP API on `server.listen`: status, events, recordings, playback and Prometheus metrics (axum).
 //!
 //! Read-only: it never changes what is recorded. Nothing it returns contains a password.
 
+pub mod metrics;
 pub mod play;
 mod ui;
 
@@ -35,6 +36,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/events", get(events))
         .route("/api/channels/{n}/recordings", get(recordings))
         .route("/api/channels/{n}/play.mp4", get(play::play))
+        .route("/metrics", get(metrics::scrape))
         .with_state(state)
 }
 

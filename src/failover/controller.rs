@@ -5,6 +5,7 @@
 //! in order. Recording itself goes through the `Station`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,6 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+use understudy_storage::{HistogramSnapshot, LatencyHistogram};
 
 use super::events::EventSink;
 use super::health::{Health, StateName, Thresholds, Transition};
@@ -43,7 +45,28 @@ struct MainEntry {
     last_ok: Option<SystemTime>,
     last_error: Option<String>,
     last_probe_event: Option<Instant>,
+    /// Failed probes in a row (whatever the state); 0 after a good one.
+    consecutive_failures: u32,
+    probe_latency: Arc<LatencyHistogram>,
+    takeovers: u64,
+    /// Of the latest takeover: from the failure being declared to the last of its channels'
+    /// first durable fragment so far, in ms; `u64::MAX` = none yet.
+    last_takeover_latency_ms: Arc<AtomicU64>,
 }
+
+/// What `/metrics` shows of a main (see `api::metrics`).
+#[derive(Clone, Debug)]
+pub struct MainMetrics {
+    pub name: String,
+    pub state: StateName,
+    pub consecutive_failures: u32,
+    pub probe_latency: HistogramSnapshot,
+    pub takeovers: u64,
+    pub last_takeover_latency: Option<Duration>,
+}
+
+/// A probe task's report: which main, the outcome, how long the probe took.
+type ProbeReport = (usize, Result<(), String>, Duration);
 
 impl MainEntry {
     fn thresholds(&self) -> Thresholds {
@@ -56,6 +79,8 @@ impl MainEntry {
 
 struct Shared {
     mains: Vec<MainEntry>,
+    /// When the decision loop last handled a probe report (for the systemd watchdog).
+    last_decision: Instant,
     /// Failover channel → index of the main whose takeover holds it.
     owners: HashMap<u32, usize>,
 }
@@ -93,7 +118,10 @@ impl Failover {
             .map(|m| {
                 let t = Thresholds { fail_after: m.fail_after, recover_after: m.recover_after };
                 let health = if was_failed.contains(&m.name) { Health::resumed(t) } else { Health::Ok };
-                MainEntry { cfg: m.clone(), health, last_ok: None, last_error: None, last_probe_event: None }
+                MainEntry {
+                    cfg: m.clone(), health, last_ok: None, last_error: None, last_probe_event: None, consecutive_failures: 0,
+                    probe_latency: Arc::default(), takeovers: 0, last_takeover_latency_ms: Arc::new(AtomicU64::new(u64::MAX)),
+                }
             })
             .collect();
         for m in mains.iter().filter(|m| m.health != Health::Ok) {
@@ -101,7 +129,7 @@ impl Failover {
                 "reason": "the main was failed when this box stopped; one failed probe resumes the takeover"
             }));
         }
-        let fo = Arc::new(Failover { station, events, persist, shared: Mutex::new(Shared { mains, owners: HashMap::new() }) });
+        let fo = Arc::new(Failover { station, events, persist, shared: Mutex::new(Shared { mains, last_decision: Instant::now(), owners: HashMap::new() }) });
         let (tx, rx) = mpsc::channel(256);
         for (i, m) in fo.station.cfg.mains.iter().enumerate() {
             tokio::spawn(probe_loop(i, m.clone(), tx.clone(), shutdown.clone()));
@@ -131,18 +159,50 @@ impl Failover {
             .collect()
     }
 
+    /// Per-main counters for `/metrics`.
+    pub fn metrics(&self) -> Vec<MainMetrics> {
+        let s = self.lock();
+        s.mains
+            .iter()
+            .map(|m| MainMetrics {
+                name: m.cfg.name.clone(),
+                state: m.health.name(),
+                consecutive_failures: m.consecutive_failures,
+                probe_latency: m.probe_latency.snapshot(),
+                takeovers: m.takeovers,
+                last_takeover_latency: match m.last_takeover_latency_ms.load(Ordering::Acquire) {
+                    u64::MAX => None,
+                    ms => Some(Duration::from_millis(ms)),
+                },
+            })
+            .collect()
+    }
+
+    /// Whether the decision loop is keeping up: it handled a probe report within twice the
+    /// slowest main's probe period (interval + timeout) plus `grace`.
+    pub fn making_progress(&self, grace: Duration) -> bool {
+        let s = self.lock();
+        let period = s.mains.iter().map(|m| m.cfg.interval + m.cfg.timeout).max().unwrap_or_default();
+        s.last_decision.elapsed() <= period * 2 + grace
+    }
+
     /// The main whose takeover holds `channel`, if any.
     pub fn owner_of(&self, channel: u32) -> Option<String> {
         let s = self.lock();
         s.owners.get(&channel).map(|&i| s.mains[i].cfg.name.clone())
     }
 
-    async fn decide_loop(self: Arc<Self>, mut rx: mpsc::Receiver<(usize, Result<(), String>)>, shutdown: CancellationToken) {
+    async fn decide_loop(self: Arc<Self>, mut rx: mpsc::Receiver<ProbeReport>, shutdown: CancellationToken) {
         loop {
-            let (i, outcome) = tokio::select! {
+            let (i, outcome, took) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 m = rx.recv() => match m { Some(m) => m, None => break },
             };
+            {
+                let mut s = self.lock();
+                s.last_decision = Instant::now();
+                s.mains[i].probe_latency.observe(took);
+            }
             self.on_probe(i, outcome).await;
         }
         // Shutdown: the station closes every channel; what was failed stays in `persist` so a
@@ -157,8 +217,12 @@ impl Failover {
             match &outcome {
                 Ok(()) => {
                     m.last_ok = Some(now);
+                    m.consecutive_failures = 0;
                 }
-                Err(e) => m.last_error = Some(e.clone()),
+                Err(e) => {
+                    m.last_error = Some(e.clone());
+                    m.consecutive_failures = m.consecutive_failures.saturating_add(1);
+                }
             }
             let t = m.thresholds();
             let tr = m.health.on_probe(outcome.is_ok(), now, t);
@@ -210,7 +274,7 @@ impl Failover {
 
     /// Takes over main `i` if all its channels are free; otherwise it waits.
     fn try_take_over(&self, i: usize, failed_at: SystemTime) {
-        let (name, cams, holders) = {
+        let (name, cams, holders, takeover_latency) = {
             let mut s = self.lock();
             let chans = s.mains[i].channels();
             let mut holders: Vec<String> = chans.iter().filter_map(|c| s.owners.get(c)).map(|&o| s.mains[o].cfg.name.clone()).collect();
@@ -222,8 +286,13 @@ impl Failover {
                 }
             }
             let taken = holders.is_empty();
-            s.mains[i].health.declare(taken);
-            (s.mains[i].cfg.name.clone(), s.mains[i].cfg.cameras.clone(), holders)
+            let m = &mut s.mains[i];
+            m.health.declare(taken);
+            if taken {
+                m.takeovers += 1;
+                m.last_takeover_latency_ms.store(u64::MAX, Ordering::Release);
+            }
+            (m.cfg.name.clone(), m.cfg.cameras.clone(), holders, m.last_takeover_latency_ms.clone())
         };
         if !holders.is_empty() {
             self.events.emit("waiting", Some(&name), None, json!({
@@ -252,6 +321,7 @@ impl Failover {
         for (cam, durable) in ok {
             let events = self.events.clone();
             let main = name.clone();
+            let takeover_latency = takeover_latency.clone();
             tokio::spawn(async move {
                 // Report each channel's first durable fragment with its latency since the
                 // failure was declared; give up quietly after 10 minutes (the channel's own
@@ -260,6 +330,11 @@ impl Failover {
                 while Instant::now() < deadline {
                     if let Some(t) = durable.first_durable_at() {
                         let latency = t.duration_since(failed_at).unwrap_or_default();
+                        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX - 1);
+                        // The takeover's latency is its slowest channel's so far.
+                        let _ = takeover_latency.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                            Some(if old == u64::MAX { ms } else { old.max(ms) })
+                        });
                         events.emit("first_fragment", Some(&main), Some(cam.channel), json!({
                             "camera": cam.label, "source_channel": cam.source_channel,
                             "latency_ms": (latency.as_secs_f64() * 1e3).round(),
@@ -322,7 +397,7 @@ impl Failover {
 }
 
 /// Probes one main forever at its interval and reports each outcome.
-async fn probe_loop(i: usize, m: Main, tx: mpsc::Sender<(usize, Result<(), String>)>, shutdown: CancellationToken) {
+async fn probe_loop(i: usize, m: Main, tx: mpsc::Sender<ProbeReport>, shutdown: CancellationToken) {
     let auth = ProbeAuth { username: m.username.clone(), password: m.password.clone() };
     let mut tick = tokio::time::interval(m.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -331,11 +406,12 @@ async fn probe_loop(i: usize, m: Main, tx: mpsc::Sender<(usize, Result<(), Strin
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let started = Instant::now();
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = probe(&m.probe, &auth, m.timeout) => r,
         };
-        if tx.send((i, outcome)).await.is_err() {
+        if tx.send((i, outcome, started.elapsed())).await.is_err() {
             return;
         }
     }

@@ -12,5 +12,5 @@ pub mod health;
 pub mod persist;
 pub mod probe;
 
-pub use controller::{Failover, MainStatus};
+pub use controller::{Failover, MainMetrics, MainStatus};
 pub use events::EventSink;

@@ -23,6 +23,7 @@ mod segment;
 mod stats;
 mod store;
 mod syncer;
+pub mod telemetry;
 mod volume;
 mod writer;
 
@@ -33,6 +34,7 @@ pub use indexing::ReindexSummary;
 pub use reads::{ExportSummary, SegmentInfo};
 pub use stats::DurableStats;
 pub use store::Store;
+pub use telemetry::{HistogramSnapshot, LatencyHistogram, VolumeMetrics};
 pub use track::{InputFrame, TrackParams, TIMESCALE};
 pub use volume::VolumeStatus;
 pub use writer::ChannelWriter;

@@ -12,6 +12,8 @@ pub struct DurableStats {
     segments: AtomicU64,
     /// Microseconds since the epoch of the first durable commit; 0 = never.
     first_durable_us: AtomicU64,
+    /// Microseconds since the epoch of the latest commit that made frames durable; 0 = never.
+    last_durable_us: AtomicU64,
     write_errors: AtomicU64,
     frames_dropped_before_key: AtomicU64,
 }
@@ -40,6 +42,13 @@ impl DurableStats {
             us => Some(UNIX_EPOCH + Duration::from_micros(us)),
         }
     }
+    /// When this channel's latest footage became durable.
+    pub fn last_durable_at(&self) -> Option<SystemTime> {
+        match self.last_durable_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(UNIX_EPOCH + Duration::from_micros(us)),
+        }
+    }
     /// Write, fsync and segment-creation errors.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
@@ -59,6 +68,7 @@ impl DurableStats {
                 .unwrap_or_default()
                 .as_micros();
             let now = u64::try_from(now).unwrap_or(u64::MAX).max(1);
+            self.last_durable_us.store(now, Ordering::Release);
             let _ =
                 self.first_durable_us
                     .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);

@@ -280,6 +280,11 @@ impl Store {
         self.shared.volumes.iter().map(|v| v.status()).collect()
     }
 
+    /// Monitoring counters of every volume, in `volumes()` order.
+    pub fn volume_metrics(&self) -> Vec<crate::VolumeMetrics> {
+        self.shared.volumes.iter().map(|v| v.telemetry.snapshot(v.path.clone())).collect()
+    }
+
     /// Final sync round on every volume, then stops the syncers. Idempotent. Writers still
     /// open should be closed first; their later pushes fail with `Error::ShutDown`.
     pub fn shutdown(&self) -> Result<()> {

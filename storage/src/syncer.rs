@@ -35,13 +35,19 @@ use crate::volume::Volume;
 /// Runs the syncer loop until asked to stop; the last round happens after the stop request.
 pub(crate) fn run(volume: Arc<Volume>, catalog: Arc<Catalog>, interval: Duration) {
     tracing::debug!(volume = %volume.path.display(), "syncer started");
+    let hang = crate::telemetry::hang_hook();
     loop {
+        volume.telemetry.syncer.beat();
         let stop = volume.wait_for_round(interval);
+        if let Some(flag) = &hang {
+            crate::telemetry::hang_while_exists(flag);
+        }
         round(&volume, &catalog);
         if stop {
             break;
         }
-        retention::enforce(&volume, &catalog);
+        let deleted = retention::enforce(&volume, &catalog);
+        volume.telemetry.retention(deleted.segments, deleted.bytes);
     }
     tracing::debug!(volume = %volume.path.display(), "syncer stopped");
 }
@@ -88,7 +94,10 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
         }
         // Step 3: fdatasync the file.
         if snap.written.bytes > durable_bytes {
-            if let Err(e) = seg.file.sync_data() {
+            let t0 = std::time::Instant::now();
+            let synced = seg.file.sync_data();
+            volume.telemetry.fsync.observe(t0.elapsed());
+            if let Err(e) = synced {
                 plans.push(sync_failed(volume, catalog, seg, snap, &e));
                 continue;
             }

@@ -58,6 +58,8 @@ pub(crate) struct Volume {
     pub wake: Condvar,
     /// When retention last complained that only open segments remain (rate limit).
     pub last_full_warning: Mutex<Option<Instant>>,
+    /// Counters and the syncer's heartbeat, for monitoring.
+    pub telemetry: crate::telemetry::VolumeTelemetry,
     /// Holds the exclusive `flock` on the marker (None for a read-only view).
     _lock: Option<File>,
 }
@@ -86,6 +88,7 @@ impl Volume {
             control: Mutex::new(SyncControl::default()),
             wake: Condvar::new(),
             last_full_warning: Mutex::new(None),
+            telemetry: Default::default(),
             _lock: lock,
         }
     }
@@ -144,6 +147,7 @@ impl Volume {
     }
     /// Records an IO error; returns the new state.
     pub fn record_error(&self) -> Health {
+        self.telemetry.io_errors.fetch_add(1, Ordering::Relaxed);
         let mut h = lock(&self.health);
         let before = *h;
         *h = h.on_error(Instant::now());
