@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod failover;
 pub mod logging;
 pub mod pipeline;
+pub mod service;
 pub mod signals;
 pub mod simmain;
 pub mod station;

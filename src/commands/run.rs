@@ -15,7 +15,10 @@ pub async fn run(args: ConfigArg) -> CmdResult {
     let cfg = Config::load(&args.config)?;
     let shutdown = CancellationToken::new();
     crate::signals::cancel_on_signal(shutdown.clone())?;
-    let daemon = Daemon::start(cfg, shutdown.clone()).await?;
+    let daemon = std::sync::Arc::new(Daemon::start(cfg, shutdown.clone()).await?);
+    // The store is open (torn tails repaired), cameras started, probes running, API bound.
+    crate::service::ready(&daemon);
+    crate::service::spawn_watchdog(daemon.clone(), shutdown.clone());
     info!("running; SIGTERM or Ctrl-C stops");
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await;
@@ -26,6 +29,7 @@ pub async fn run(args: ConfigArg) -> CmdResult {
         }
     }
     info!("stopping: closing every segment");
+    crate::service::stopping();
     if let Err(e) = daemon.stop().await {
         warn!(error = %e, "closing the store");
         return Err(e.into());
