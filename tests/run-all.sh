@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests use on a fresh Debian machine, then runs
-# every test and the short CI bench. `.ci/run` calls exactly this.
+# every test, the Debian package (build + dpkg -i) and the short CI bench. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,9 @@ fi
 # Release build: the recording tests run real-time cameras, and the bench shares the build.
 echo "==> cargo test (release)"
 cargo test --workspace --release --no-fail-fast 2>&1
+
+echo "==> Debian package: build, install, check"
+bash tests/deb.sh
 
 if [ -f benches/ingest.rs ]; then
   echo "==> short ingest bench: 100 channels x 10 s realtime, fails on any lost frame"
