@@ -37,7 +37,7 @@ impl Notes {
         self.lines().iter().filter(|(_, l)| l == line).count()
     }
     fn last(&self, line: &str) -> Option<Instant> {
-        self.lines().iter().filter(|(_, l)| l == line).map(|(t, _)| *t).last()
+        self.lines().iter().filter(|(_, l)| l == line).map(|(t, _)| *t).next_back()
     }
     fn statuses(&self) -> Vec<String> {
         self.lines().into_iter().filter_map(|(_, l)| l.strip_prefix("STATUS=").map(str::to_owned)).collect()
