@@ -129,7 +129,7 @@ impl Catalog {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(ctx("reading schema version"))?;
-        if version > SCHEMA_VERSION || version < 0 {
+        if !(0..=SCHEMA_VERSION).contains(&version) {
             return Err(Error::CatalogVersion {
                 path,
                 found: version,
