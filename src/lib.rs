@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod camsim;
+pub mod chanstate;
 pub mod cli;
 pub mod commands;
 pub mod config;

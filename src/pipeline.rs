@@ -39,8 +39,10 @@ pub struct RecordingChannel {
 
 impl RecordingChannel {
     /// Starts ingest and the writer thread for `cam`. Must be called inside a tokio runtime.
-    pub fn start(store: &Store, cam: &config::Camera, server: &config::Server, shutdown: CancellationToken) -> Result<Self, StationError> {
-        let writer = store.channel_writer(cam.channel, EXPECTED_BITRATE_BPS)?;
+    /// `takeover`: the camera is a main's (its footage is protected from retention longer).
+    pub fn start(store: &Store, cam: &config::Camera, server: &config::Server, takeover: bool, shutdown: CancellationToken) -> Result<Self, StationError> {
+        let mut writer = store.channel_writer(cam.channel, EXPECTED_BITRATE_BPS)?;
+        writer.set_takeover(takeover);
         let durable = writer.stats();
         let spec = channel_spec(cam, server);
         let (tx, rx) = mpsc::channel(spec.queue_frames);

@@ -3,14 +3,16 @@
 //! `run`, `demo`, the failover controller and the bench all drive recording through this, so
 //! a channel is started and stopped the same way whoever asks.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use understudy_recorder::ChannelSnapshot;
 use understudy_storage::{DurableStats, Store};
 
+use crate::chanstate::{self, ChannelHealth, Watch};
 use crate::config::{Camera, Config};
 use crate::pipeline::RecordingChannel;
 
@@ -31,14 +33,46 @@ pub struct Station {
     pub store: Store,
     shutdown: CancellationToken,
     channels: Mutex<BTreeMap<u32, RecordingChannel>>,
+    /// Per channel, what the state assessment remembers (see `chanstate`).
+    watches: Mutex<HashMap<u32, Watch>>,
 }
+
+/// How often the station re-assesses channel states for `channel_stalled`/`channel_recovered`.
+const MONITOR_EVERY: Duration = Duration::from_millis(500);
 
 impl Station {
     /// Opens the store (repairing and indexing what a crash left) off the async threads.
     pub async fn open(cfg: Config, shutdown: CancellationToken) -> Result<Arc<Station>, StationError> {
         let sc = storage_config(&cfg);
         let store = tokio::task::spawn_blocking(move || Store::open(sc)).await??;
-        Ok(Arc::new(Station { cfg: Arc::new(cfg), store, shutdown, channels: Mutex::new(BTreeMap::new()) }))
+        let st = Arc::new(Station {
+            cfg: Arc::new(cfg),
+            store,
+            shutdown: shutdown.clone(),
+            channels: Mutex::new(BTreeMap::new()),
+            watches: Mutex::new(HashMap::new()),
+        });
+        for v in st.store.volumes().iter().filter(|v| v.missing) {
+            warn!(volume = %v.path.display(), error = v.error.as_deref().unwrap_or(""), "volume missing: recording on the others");
+        }
+        tokio::spawn(monitor(Arc::downgrade(&st), shutdown));
+        Ok(st)
+    }
+
+    /// Every recording channel with its ingest stats, durable stats and truthful state.
+    pub fn health(&self) -> Vec<(ChannelSnapshot, Arc<DurableStats>, ChannelHealth)> {
+        let stall_after = chanstate::stall_after(self.cfg.server.fragment_duration, self.cfg.server.sync_interval);
+        let snaps = self.snapshots();
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        watches.retain(|ch, _| snaps.iter().any(|(s, _)| s.channel == *ch));
+        snaps
+            .into_iter()
+            .map(|(s, d)| {
+                let w = watches.entry(s.channel).or_insert_with(|| Watch::new(s.dropped_gops));
+                let h = chanstate::assess(&s, &d, w, stall_after);
+                (s, d, h)
+            })
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, RecordingChannel>> {
@@ -63,7 +97,9 @@ impl Station {
         if let Some(c) = chans.get(&cam.channel) {
             return Err(StationError::ChannelBusy { channel: cam.channel, camera: c.camera.clone() });
         }
-        let rc = RecordingChannel::start(&self.store, cam, &self.cfg.server, self.shutdown.child_token())?;
+        // A camera of the config's own `[[camera]]` list is local; anything else is a main's.
+        let takeover = !self.cfg.cameras.iter().any(|c| c.channel == cam.channel && c.url == cam.url);
+        let rc = RecordingChannel::start(&self.store, cam, &self.cfg.server, takeover, self.shutdown.child_token())?;
         let durable = rc.durable().clone();
         chans.insert(cam.channel, rc);
         Ok(durable)
@@ -133,6 +169,51 @@ impl Station {
     }
 }
 
+/// Watches channel states and records `channel_stalled` (with the reason) and
+/// `channel_recovered` events on each change, until shutdown or the station is gone.
+async fn monitor(station: Weak<Station>, shutdown: CancellationToken) {
+    let mut last: HashMap<u32, &'static str> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(MONITOR_EVERY) => {}
+        }
+        let Some(st) = station.upgrade() else { return };
+        let now = st.health();
+        let mut events = Vec::new();
+        for (s, _, h) in &now {
+            let before = last.insert(s.channel, h.state);
+            let detail = serde_json::json!({
+                "camera": s.camera, "state": h.state, "reason": h.reason, "seconds_since_durable": h.seconds_since_durable,
+            });
+            if h.state == "stalled" && before != Some("stalled") {
+                warn!(channel = s.channel, camera = %s.camera, reason = h.reason.as_deref().unwrap_or(""), "channel stalled");
+                events.push(("channel_stalled", s.channel, detail));
+            } else if h.state == "recording" && before == Some("stalled") {
+                info!(channel = s.channel, camera = %s.camera, "channel recording again");
+                events.push(("channel_recovered", s.channel, detail));
+            }
+        }
+        last.retain(|ch, _| now.iter().any(|(s, _, _)| s.channel == *ch));
+        if events.is_empty() {
+            continue;
+        }
+        let store = st.store.clone();
+        drop(st);
+        let r = tokio::task::spawn_blocking(move || {
+            for (kind, ch, detail) in events {
+                if let Err(e) = store.add_event(kind, None, Some(ch), &detail) {
+                    warn!(channel = ch, error = %e, "could not record {kind} event");
+                }
+            }
+        })
+        .await;
+        if r.is_err() {
+            warn!("channel state event task failed");
+        }
+    }
+}
+
 pub fn storage_config(cfg: &Config) -> understudy_storage::StoreConfig {
     let volumes = cfg
         .volumes
@@ -143,5 +224,6 @@ pub fn storage_config(cfg: &Config) -> understudy_storage::StoreConfig {
     sc.sync_interval = cfg.server.sync_interval;
     sc.segment_duration = cfg.server.segment_duration;
     sc.fragment_duration = cfg.server.fragment_duration;
+    sc.protect_takeover = cfg.server.protect_takeover;
     sc
 }

@@ -78,7 +78,11 @@ struct ChannelView {
     owner: Option<String>,
     source_channel: Option<u32>,
     camera: Option<String>,
+    /// `recording` only while footage becomes durable (see `chanstate`).
     state: String,
+    /// Why it is not `recording`.
+    reason: Option<String>,
+    seconds_since_durable: Option<f64>,
     bitrate_bps: u64,
     fps: f64,
     frames: u64,
@@ -93,7 +97,7 @@ struct ChannelView {
 async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
     let cfg = &st.station.cfg;
     let mut recording: std::collections::HashMap<u32, _> =
-        st.station.snapshots().into_iter().map(|(s, d)| (s.channel, (s, d))).collect();
+        st.station.health().into_iter().map(|(s, d, h)| (s.channel, (s, d, h))).collect();
     let local: std::collections::HashSet<u32> = cfg.cameras.iter().map(|c| c.channel).collect();
     let mut channels = Vec::new();
     for (ch, _) in cfg.channel_map() {
@@ -103,12 +107,14 @@ async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
             st.failover.as_ref().and_then(|f| f.owner_of(ch))
         };
         let view = match recording.remove(&ch) {
-            Some((s, d)) => ChannelView {
+            Some((s, d, h)) => ChannelView {
                 channel: ch,
                 owner,
                 source_channel: st.station.source_channel(ch),
                 camera: Some(s.camera.clone()),
-                state: serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                state: h.state.to_owned(),
+                reason: h.reason,
+                seconds_since_durable: h.seconds_since_durable,
                 bitrate_bps: s.bitrate_bps,
                 fps: s.fps,
                 frames: s.frames,
@@ -120,7 +126,8 @@ async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
                 last_error: s.last_error.clone(),
             },
             None => ChannelView {
-                channel: ch, owner: None, source_channel: None, camera: None, state: "idle".into(), bitrate_bps: 0, fps: 0.0,
+                channel: ch, owner: None, source_channel: None, camera: None, state: "idle".into(), reason: None,
+                seconds_since_durable: None, bitrate_bps: 0, fps: 0.0,
                 frames: 0, bytes: 0, durable_frames: 0, lost_packets: 0, reconnects: 0, dropped_gops: 0, last_error: None,
             },
         };

@@ -93,6 +93,7 @@ struct RawServer {
     stall_timeout: Option<HumanDuration>,
     #[serde(default)]
     log_format: Option<Spanned<String>>,
+    protect_takeover: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +184,8 @@ pub struct Server {
     pub stall_timeout: Duration,
     /// `[server] log_format`; `--log-format` overrides it.
     pub log_format: crate::logging::LogFormat,
+    /// Takeover footage younger than this is deleted only when nothing else is left (0 = off).
+    pub protect_takeover: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -333,6 +336,7 @@ impl Validator<'_> {
         let segment_duration = s.segment_duration.map_or(Duration::from_secs(60), |d| d.0);
         let fragment_duration = s.fragment_duration.map_or(Duration::from_secs(1), |d| d.0);
         let stall_timeout = s.stall_timeout.map_or(Duration::from_secs(10), |d| d.0);
+        let protect_takeover = s.protect_takeover.map_or(Duration::from_secs(7 * 86400), |d| d.0);
         if sync_interval < Duration::from_millis(50) || sync_interval > Duration::from_secs(60) {
             return self.err(None, "server.sync_interval", "must be between 50ms and 60s");
         }
@@ -358,6 +362,7 @@ impl Validator<'_> {
                 None => crate::logging::LogFormat::Text,
                 Some(f) => f.get_ref().parse().or_else(|e| self.err(Some(f.span()), "server.log_format", e))?,
             },
+            protect_takeover,
         };
 
         if raw.volumes.is_empty() {

@@ -11,7 +11,20 @@ pub struct VolumeConfig {
     /// Most bytes of segment files to keep here; retention deletes the oldest beyond it.
     pub max_bytes: Option<u64>,
     /// Free space to leave on the filesystem; retention deletes the oldest to keep it.
+    /// None = the default floor (see [`default_reserve`]), so retention always has room to act.
     pub reserve: Option<u64>,
+}
+
+/// The free-space floor of a volume with no `reserve`: 2 % of the filesystem, at least 1 GiB
+/// and at most 20 GiB, but never more than 5 % of the filesystem.
+///
+/// 1 GiB holds ~30 s of 100 channels at 4 Mbit/s, enough for retention (which runs every sync
+/// round) to keep ahead of the writers; 2 % keeps filesystems (ext4, XFS) out of their slow,
+/// fragmenting last percent; the 20 GiB cap stops a 100 TB array from idling 2 TB; the 5 %
+/// ceiling keeps small filesystems (a 64 MiB tmpfs, a test image) mostly usable.
+pub fn default_reserve(fs_bytes: u64) -> u64 {
+    const GIB: u64 = 1 << 30;
+    (fs_bytes / 50).clamp(GIB, 20 * GIB).min(fs_bytes / 20)
 }
 
 /// Everything `Store::open` needs.
@@ -28,12 +41,16 @@ pub struct StoreConfig {
     pub fragment_duration: Duration,
     /// Target media time per segment file; rotation waits for the next key frame (default 60 s).
     pub segment_duration: Duration,
+    /// Takeover footage younger than this is deleted only when nothing else is left (default
+    /// 7 days; zero disables the protection).
+    pub protect_takeover: Duration,
 }
 
 impl StoreConfig {
     pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
     pub const DEFAULT_FRAGMENT_DURATION: Duration = Duration::from_secs(1);
     pub const DEFAULT_SEGMENT_DURATION: Duration = Duration::from_secs(60);
+    pub const DEFAULT_PROTECT_TAKEOVER: Duration = Duration::from_secs(7 * 24 * 3600);
 
     /// A configuration with the default durations.
     pub fn new(
@@ -48,6 +65,7 @@ impl StoreConfig {
             sync_interval: Self::DEFAULT_SYNC_INTERVAL,
             fragment_duration: Self::DEFAULT_FRAGMENT_DURATION,
             segment_duration: Self::DEFAULT_SEGMENT_DURATION,
+            protect_takeover: Self::DEFAULT_PROTECT_TAKEOVER,
         }
     }
 
@@ -89,5 +107,20 @@ impl StoreConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_reserve;
+
+    #[test]
+    fn default_floor() {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        assert_eq!(default_reserve(64 * MIB), 64 * MIB / 20);
+        assert_eq!(default_reserve(40 * GIB), GIB);
+        assert_eq!(default_reserve(500 * GIB), 10 * GIB);
+        assert_eq!(default_reserve(100_000 * GIB), 20 * GIB);
     }
 }

@@ -248,6 +248,9 @@ fn index_volume(
             sample_entry: params.sample_entry.to_vec(),
             open: false,
             fragments: index::encode(&scan.fragments),
+            // Kept from an existing row (the upsert never clears it); a file the catalog lost
+            // counts as local footage.
+            takeover: false,
         };
         catalog.upsert_segment(&new)?;
         if row.is_none() {

@@ -28,7 +28,9 @@ mod volume;
 mod writer;
 
 pub use catalog::EventRecord;
-pub use config::{StoreConfig, VolumeConfig};
+pub use config::{default_reserve, StoreConfig, VolumeConfig};
+#[cfg(feature = "fault-injection")]
+pub use fsutil::faults;
 pub use error::{Error, Result};
 pub use indexing::ReindexSummary;
 pub use reads::{ExportSummary, SegmentInfo};

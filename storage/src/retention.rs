@@ -1,16 +1,23 @@
-//! Retention: keeping each volume within `max_bytes` and above its free-space `reserve` by
-//! deleting the oldest closed segments (any channel).
+//! Retention: keeping each volume within `max_bytes` and above its free-space floor (`reserve`,
+//! or the default one) by deleting closed segments, and making room at once when a write
+//! hits ENOSPC.
 //!
-//! Order (as Moonfire NVR does it): delete the catalog rows first, in one transaction with a
-//! `retention_log` row and an event; then unlink the files; then fsync their directories.
-//! A crash in between leaves orphan files, which start-up indexes again (or removes) — never
-//! a row pointing at a missing file.
+//! What goes first (`RetentionRule::ORDER`): this box's own `[[camera]]` footage, oldest first;
+//! then takeover footage older than `protect_takeover`; protected takeover footage only when
+//! nothing else is left (the volume is then flagged `only_protected`, with an event). Each
+//! batch's `retention` event names its rule.
+//!
+//! Order of a batch (as Moonfire NVR does it): delete the catalog rows first, in one
+//! transaction with a `retention_log` row and the event; then unlink the files; then fsync
+//! their directories. A crash in between leaves orphan files, which start-up indexes again
+//! (or removes) — never a row pointing at a missing file.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{Catalog, RetentionCommit};
+use crate::catalog::{Catalog, RetentionCommit, RetentionRule, SegmentRow};
 use crate::volume::Volume;
 
 /// Once triggered, delete down to this share of the budget so retention doesn't run every round.
@@ -45,20 +52,67 @@ pub(crate) struct Outcome {
     pub bytes: u64,
 }
 
-/// Deletes the oldest closed segments if the volume is over budget.
-pub(crate) fn enforce(volume: &Volume, catalog: &Catalog) -> Outcome {
-    let mut out = Outcome::default();
+/// Why a pass runs (said in the event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The syncer found the volume over its budget or below its floor.
+    OverBudget,
+    /// A writer's write failed with ENOSPC.
+    DiskFull,
+}
+
+/// The 90 kHz wall-clock time before which takeover footage is no longer protected.
+fn protect_from_90k(protect: Duration) -> i64 {
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let protect_ms = i64::try_from(protect.as_millis()).unwrap_or(i64::MAX);
+    now_ms.saturating_sub(protect_ms).saturating_mul(90)
+}
+
+/// Deletes closed segments (see the module docs) if the volume is over budget.
+pub(crate) fn enforce(volume: &Volume, catalog: &Catalog, protect: Duration) -> Outcome {
+    let _one = volume.retention.lock().unwrap_or_else(|p| p.into_inner());
     let used = volume.used();
     let Some(budget) = budget(volume, used) else {
-        return out;
+        return Outcome::default();
     };
     if used <= budget {
-        return out;
+        volume.full.store(false, Ordering::Release);
+        return Outcome::default();
     }
     let target = u64::try_from(u128::from(budget) * TARGET_PERCENT / 100).unwrap_or(budget);
-    let to_free = used - target;
+    free(volume, catalog, protect, used - target, Trigger::OverBudget, budget)
+}
+
+/// A write hit ENOSPC: delete at least `need` bytes (and down to the usual target) at once,
+/// from the writer's thread. Returns what was freed (nothing: no closed segment is left).
+pub(crate) fn make_room(volume: &Volume, catalog: &Catalog, protect: Duration, need: u64) -> Outcome {
+    let _one = volume.retention.lock().unwrap_or_else(|p| p.into_inner());
+    let used = volume.used();
+    let budget = budget(volume, used).unwrap_or(used);
+    let target = u64::try_from(u128::from(budget) * TARGET_PERCENT / 100).unwrap_or(budget);
+    let to_free = need.max(used.saturating_sub(target)).max(1);
+    free(volume, catalog, protect, to_free, Trigger::DiskFull, budget)
+}
+
+fn free(
+    volume: &Volume,
+    catalog: &Catalog,
+    protect: Duration,
+    to_free: u64,
+    trigger: Trigger,
+    budget: u64,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let used = volume.used();
+    let cutoff = protect_from_90k(protect);
+    let mut rules = RetentionRule::ORDER.iter().copied().peekable();
     while out.bytes < to_free {
-        let rows = match catalog.oldest_closed(volume.id, BATCH) {
+        let Some(&rule) = rules.peek() else {
+            volume.full.store(true, Ordering::Release);
+            warn_full(volume, used, budget);
+            break;
+        };
+        let rows = match catalog.oldest_closed(volume.id, rule, cutoff, BATCH) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(volume = %volume.path.display(), error = %e, "retention: listing segments failed");
@@ -66,8 +120,13 @@ pub(crate) fn enforce(volume: &Volume, catalog: &Catalog) -> Outcome {
             }
         };
         if rows.is_empty() {
-            warn_full(volume, used, budget);
-            break;
+            rules.next();
+            continue;
+        }
+        if rule == RetentionRule::TakeoverProtected {
+            flag_only_protected(volume, catalog);
+        } else {
+            volume.only_protected.store(false, Ordering::Release);
         }
         let mut chosen = Vec::new();
         let mut bytes = 0u64;
@@ -78,62 +137,102 @@ pub(crate) fn enforce(volume: &Volume, catalog: &Catalog) -> Outcome {
             bytes += r.bytes;
             chosen.push(r);
         }
-        let ids: Vec<i64> = chosen.iter().map(|r| r.id).collect();
-        let oldest = chosen.iter().map(|r| r.start_90k).min().unwrap_or_default();
-        let newest = chosen.iter().map(|r| r.end_90k).max().unwrap_or_default();
-        let detail = serde_json::json!({
-            "volume": volume.path.display().to_string(),
-            "segments": chosen.len(),
-            "bytes": bytes,
-            "oldest_start_90k": oldest,
-            "newest_end_90k": newest,
-            "used_bytes": used,
-            "budget_bytes": budget,
-        });
-        // 1. Rows first.
-        let commit = RetentionCommit {
-            volume_id: volume.id,
-            ids: &ids,
-            bytes,
-            oldest_start_90k: oldest,
-            newest_end_90k: newest,
-            event_detail: &detail,
-        };
-        if let Err(e) = catalog.commit_retention(&commit) {
-            tracing::error!(volume = %volume.path.display(), error = %e, "retention: catalog commit failed");
+        if !delete_batch(volume, catalog, &chosen, bytes, rule, trigger, used, budget) {
             return out;
         }
-        // 2. Then the files.
-        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-        for r in &chosen {
-            let path = volume.path.join(&r.rel_path);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    // The row is gone; start-up will find the orphan and index it again.
-                    tracing::error!(path = %path.display(), error = %e, "retention: unlink failed");
-                    continue;
-                }
-            }
-            volume.sub_used(r.bytes);
-            if let Some(d) = path.parent() {
-                dirs.insert(d.to_path_buf());
-            }
-        }
-        // 3. Then the directories.
-        for d in &dirs {
-            if let Err(e) = crate::fsutil::fsync_dir(d) {
-                tracing::warn!(dir = %d.display(), error = %e, "retention: fsync of directory failed");
-            }
-            remove_if_empty_and_old(d);
-        }
-        tracing::info!(volume = %volume.path.display(), segments = chosen.len(), bytes, oldest_start_90k = oldest,
-            "retention deleted oldest segments");
         out.segments += chosen.len();
         out.bytes += bytes;
     }
+    if out.bytes >= to_free {
+        volume.full.store(false, Ordering::Release);
+    }
     out
+}
+
+/// Deletes one batch: rows (with log and event), files, directories. False if the catalog
+/// commit failed (nothing deleted).
+#[allow(clippy::too_many_arguments)]
+fn delete_batch(
+    volume: &Volume,
+    catalog: &Catalog,
+    chosen: &[SegmentRow],
+    bytes: u64,
+    rule: RetentionRule,
+    trigger: Trigger,
+    used: u64,
+    budget: u64,
+) -> bool {
+    let ids: Vec<i64> = chosen.iter().map(|r| r.id).collect();
+    let oldest = chosen.iter().map(|r| r.start_90k).min().unwrap_or_default();
+    let newest = chosen.iter().map(|r| r.end_90k).max().unwrap_or_default();
+    let detail = serde_json::json!({
+        "volume": volume.path.display().to_string(),
+        "reason": rule.reason(),
+        "trigger": match trigger { Trigger::OverBudget => "over budget", Trigger::DiskFull => "disk full (ENOSPC)" },
+        "segments": chosen.len(),
+        "bytes": bytes,
+        "oldest_start_90k": oldest,
+        "newest_end_90k": newest,
+        "used_bytes": used,
+        "budget_bytes": budget,
+    });
+    // 1. Rows first.
+    let commit = RetentionCommit {
+        volume_id: volume.id,
+        ids: &ids,
+        bytes,
+        oldest_start_90k: oldest,
+        newest_end_90k: newest,
+        event_detail: &detail,
+    };
+    if let Err(e) = catalog.commit_retention(&commit) {
+        tracing::error!(volume = %volume.path.display(), error = %e, "retention: catalog commit failed");
+        return false;
+    }
+    // 2. Then the files.
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for r in chosen {
+        let path = volume.path.join(&r.rel_path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                // The row is gone; start-up will find the orphan and index it again.
+                tracing::error!(path = %path.display(), error = %e, "retention: unlink failed");
+                continue;
+            }
+        }
+        volume.sub_used(r.bytes);
+        if let Some(d) = path.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    // 3. Then the directories.
+    for d in &dirs {
+        if let Err(e) = crate::fsutil::fsync_dir(d) {
+            tracing::warn!(dir = %d.display(), error = %e, "retention: fsync of directory failed");
+        }
+        remove_if_empty_and_old(d);
+    }
+    tracing::info!(volume = %volume.path.display(), segments = chosen.len(), bytes, oldest_start_90k = oldest,
+        reason = rule.reason(), ?trigger, "retention deleted segments");
+    true
+}
+
+/// Only protected takeover footage is left to delete: flag the volume, and say so once.
+fn flag_only_protected(volume: &Volume, catalog: &Catalog) {
+    if volume.only_protected.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tracing::warn!(volume = %volume.path.display(),
+        "volume holds only protected takeover footage; deleting the oldest of it to keep recording");
+    let detail = serde_json::json!({
+        "volume": volume.path.display().to_string(),
+        "reason": "only protected takeover footage is left; the oldest is deleted to keep recording",
+    });
+    if let Err(e) = catalog.add_event("volume_only_protected", None, None, &detail) {
+        tracing::error!(error = %e, "could not record volume_only_protected event");
+    }
 }
 
 fn warn_full(volume: &Volume, used: u64, budget: u64) {

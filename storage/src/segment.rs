@@ -76,6 +76,8 @@ pub(crate) struct ActiveSegment {
     /// parent, plus the parents of any directory created for it).
     pub dirs_to_sync: Vec<PathBuf>,
     pub stats: Arc<DurableStats>,
+    /// Takeover footage (a main's camera) rather than this box's own.
+    pub takeover: bool,
     /// Set by the syncer when an fsync failed: the writer must move on to a new segment.
     sync_failed: AtomicBool,
     state: Mutex<State>,
@@ -94,6 +96,7 @@ impl ActiveSegment {
         init_len: u64,
         dirs_to_sync: Vec<PathBuf>,
         stats: Arc<DurableStats>,
+        takeover: bool,
     ) -> Self {
         ActiveSegment {
             channel,
@@ -104,6 +107,7 @@ impl ActiveSegment {
             file,
             dirs_to_sync,
             stats,
+            takeover,
             sync_failed: AtomicBool::new(false),
             state: Mutex::new(State {
                 written: Progress {
@@ -184,6 +188,11 @@ impl ActiveSegment {
                 Err(p) => p.into_inner().0,
             };
         }
+    }
+
+    /// The writer will append nothing more (closed or failed).
+    pub fn is_closed(&self) -> bool {
+        self.lock().writer != WriterPhase::Writing
     }
 
     pub fn is_settled(&self) -> bool {

@@ -1,6 +1,7 @@
 //! Per-channel counters the writer and the syncer publish, readable from any thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a channel has written and what of it is durable (fsynced and cataloged).
@@ -16,6 +17,9 @@ pub struct DurableStats {
     last_durable_us: AtomicU64,
     write_errors: AtomicU64,
     frames_dropped_before_key: AtomicU64,
+    /// Why footage is not becoming durable right now (set by the writer or syncer on a
+    /// failure, cleared by the writer's next successful fragment).
+    problem: Mutex<Option<String>>,
 }
 
 impl DurableStats {
@@ -47,6 +51,17 @@ impl DurableStats {
         match self.last_durable_us.load(Ordering::Acquire) {
             0 => None,
             us => Some(UNIX_EPOCH + Duration::from_micros(us)),
+        }
+    }
+    /// Why the channel's footage is not becoming durable right now, if the storage layer
+    /// knows (`disk full on VOLUME`, `write error on VOLUME: …`, `no volume can take …`).
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub(crate) fn set_problem(&self, reason: Option<String>) {
+        let mut p = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_some() || reason.is_some() {
+            *p = reason;
         }
     }
     /// Write, fsync and segment-creation errors.

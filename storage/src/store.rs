@@ -99,6 +99,45 @@ fn check_duplicates(cfg: &StoreConfig) -> Result<()> {
     Ok(())
 }
 
+/// Opens every configured volume. One that is missing, swapped or unreadable is kept as a
+/// missing volume (flagged in the status, with an event, never written) while at least one
+/// other opens; with none left, the first error is returned.
+fn open_volumes(cfg: &StoreConfig, catalog: &Catalog) -> Result<Vec<Arc<Volume>>> {
+    let mut volumes = Vec::with_capacity(cfg.volumes.len());
+    let mut first_err = None;
+    for vc in &cfg.volumes {
+        match open_volume(vc, catalog, &cfg.server_name) {
+            Ok(v) => volumes.push(Arc::new(v)),
+            Err(
+                e @ (Error::VolumeMarkerMissing { .. }
+                | Error::VolumeMarkerMismatch { .. }
+                | Error::VolumeMarkerInvalid { .. }
+                | Error::Io { .. }),
+            ) => {
+                let reason = e.to_string();
+                tracing::error!(volume = %vc.path.display(), error = %reason, "volume missing; recording on the others");
+                let id = vc
+                    .path
+                    .to_str()
+                    .and_then(|p| catalog.volume_by_path(p).ok().flatten())
+                    .map(|r| r.id)
+                    .unwrap_or(-1);
+                let detail = serde_json::json!({ "volume": vc.path.display().to_string(), "error": reason });
+                if let Err(e) = catalog.add_event("volume_missing", None, None, &detail) {
+                    tracing::error!(error = %e, "could not record volume_missing event");
+                }
+                volumes.push(Arc::new(Volume::missing(id, vc, reason)));
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match first_err {
+        Some(e) if volumes.iter().all(|v| v.is_missing()) => Err(e),
+        _ => Ok(volumes),
+    }
+}
+
 impl Store {
     /// Opens the catalog and every volume (checking markers, taking locks), brings the catalog
     /// in line with the files (repairing torn tails), and starts one syncer per volume.
@@ -106,12 +145,10 @@ impl Store {
         cfg.validate()?;
         check_duplicates(&cfg)?;
         let catalog = Arc::new(Catalog::open(&cfg.state_dir)?);
-        let mut volumes = Vec::with_capacity(cfg.volumes.len());
-        for vc in &cfg.volumes {
-            volumes.push(Arc::new(open_volume(vc, &catalog, &cfg.server_name)?));
-        }
+        let volumes = open_volumes(&cfg, &catalog)?;
         let started = std::time::Instant::now();
-        let summary = indexing::index_volumes(&volumes, &catalog, false, &mut |_, _| {})?;
+        let present: Vec<Arc<Volume>> = volumes.iter().filter(|v| !v.is_missing()).cloned().collect();
+        let summary = indexing::index_volumes(&present, &catalog, false, &mut |_, _| {})?;
         tracing::info!(
             files = summary.files,
             scanned = summary.scanned,
@@ -124,10 +161,14 @@ impl Store {
         );
         let mut syncers: Vec<JoinHandle<()>> = Vec::with_capacity(volumes.len());
         for v in &volumes {
+            if v.is_missing() {
+                continue;
+            }
             let (v2, c2, interval) = (Arc::clone(v), Arc::clone(&catalog), cfg.sync_interval);
+            let protect = cfg.protect_takeover;
             let spawned = std::thread::Builder::new()
                 .name(format!("syncer-{}", v.id))
-                .spawn(move || crate::syncer::run(v2, c2, interval));
+                .spawn(move || crate::syncer::run(v2, c2, interval, protect));
             match spawned {
                 Ok(h) => syncers.push(h),
                 Err(e) => {
@@ -254,7 +295,14 @@ impl Store {
     pub fn reindex(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<ReindexSummary> {
         self.writable()?;
         let _one_at_a_time = lock(&self.shared.reindexing);
-        indexing::index_volumes(&self.shared.volumes, &self.shared.catalog, true, progress)
+        let present: Vec<Arc<Volume>> = self
+            .shared
+            .volumes
+            .iter()
+            .filter(|v| !v.is_missing())
+            .cloned()
+            .collect();
+        indexing::index_volumes(&present, &self.shared.catalog, true, progress)
     }
 
     /// Records an event; returns its id.

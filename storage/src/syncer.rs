@@ -19,13 +19,22 @@
 //! never the fdatasync'ed files, which start-up indexes again (files are the truth).
 //!
 //! An fsync failure abandons that file at its last durable length (the kernel may have
-//! dropped the unsynced pages, so a retry proves nothing), records a `disk_error` event and
-//! counts against the volume's health; the writer notices and continues in a new segment.
+//! dropped the unsynced pages, so a retry proves nothing: fsyncgate), records a `disk_error`
+//! event and counts against the volume's health; the writer notices and continues in a new
+//! segment, on another volume. A failed directory fsync likewise abandons the new files in
+//! it without cataloging them (start-up indexing finds whatever did reach the disk).
+//!
+//! Each round first checks that the volume's marker is still there (same device and inode):
+//! if the disk was unmounted or the directory removed, the volume is marked missing, its
+//! segments are finalized at their durable length and abandoned, and a `volume_missing`
+//! event names it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::fsutil;
 
 use crate::catalog::{Catalog, NewSegment, SegmentUpdate, SyncOp};
 use crate::retention;
@@ -33,7 +42,7 @@ use crate::segment::{ActiveSegment, Progress, Snapshot, SyncPhase, WriterPhase};
 use crate::volume::Volume;
 
 /// Runs the syncer loop until asked to stop; the last round happens after the stop request.
-pub(crate) fn run(volume: Arc<Volume>, catalog: Arc<Catalog>, interval: Duration) {
+pub(crate) fn run(volume: Arc<Volume>, catalog: Arc<Catalog>, interval: Duration, protect: Duration) {
     tracing::debug!(volume = %volume.path.display(), "syncer started");
     let hang = crate::telemetry::hang_hook();
     loop {
@@ -46,8 +55,10 @@ pub(crate) fn run(volume: Arc<Volume>, catalog: Arc<Catalog>, interval: Duration
         if stop {
             break;
         }
-        let deleted = retention::enforce(&volume, &catalog);
-        volume.telemetry.retention(deleted.segments, deleted.bytes);
+        if !volume.is_missing() {
+            let deleted = retention::enforce(&volume, &catalog, protect);
+            volume.telemetry.retention(deleted.segments, deleted.bytes);
+        }
     }
     tracing::debug!(volume = %volume.path.display(), "syncer stopped");
 }
@@ -69,7 +80,23 @@ enum Plan {
 
 /// One sync round over the volume's queued segments.
 pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
+    let was_missing = volume.is_missing();
+    let present = volume.check_present();
     let segs = volume.queued();
+    if let Err(reason) = present {
+        if !was_missing {
+            let detail = serde_json::json!({
+                "volume": volume.path.display().to_string(),
+                "error": reason,
+                "open_segments": segs.len(),
+            });
+            if let Err(e) = catalog.add_event("volume_missing", None, None, &detail) {
+                tracing::error!(error = %e, "could not record volume_missing event");
+            }
+        }
+        abandon_all(volume, catalog, segs, &reason);
+        return;
+    }
     if segs.is_empty() {
         return;
     }
@@ -95,7 +122,7 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
         // Step 3: fdatasync the file.
         if snap.written.bytes > durable_bytes {
             let t0 = std::time::Instant::now();
-            let synced = seg.file.sync_data();
+            let synced = fsutil::sync_data(&seg.file, &seg.abs_path);
             volume.telemetry.fsync.observe(t0.elapsed());
             if let Err(e) = synced {
                 plans.push(sync_failed(volume, catalog, seg, snap, &e));
@@ -145,7 +172,16 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
                 let op = match &snap.sync {
                     SyncPhase::Uncataloged => {
                         if seg.dirs_to_sync.iter().any(|d| bad_dirs.contains(d)) {
-                            continue; // retried next round
+                            // Its directory entry may not be on disk: never catalog it, never
+                            // retry that fsync (fsyncgate); start-up indexes what survived.
+                            seg.mark_sync_failed();
+                            seg.stats.set_problem(Some(format!(
+                                "write error on {}: fsync of a directory failed",
+                                volume.path.display()
+                            )));
+                            seg.set_sync(SyncPhase::Settled);
+                            volume.dequeue(&seg);
+                            continue;
                         }
                         SyncOp::Insert(new_row(volume, &seg, &progress, open))
                     }
@@ -215,6 +251,7 @@ fn new_row(volume: &Volume, seg: &ActiveSegment, p: &Progress, open: bool) -> Ne
         sample_entry: seg.params.sample_entry.to_vec(),
         open,
         fragments: p.index.clone(),
+        takeover: seg.takeover,
     }
 }
 
@@ -246,6 +283,10 @@ fn sync_failed(
         "fdatasync failed; abandoning the segment at its last durable length");
     seg.mark_sync_failed();
     seg.stats.add_error();
+    seg.stats.set_problem(Some(format!(
+        "write error on {}: fdatasync: {e}",
+        volume.path.display()
+    )));
     disk_error(
         volume,
         catalog,
@@ -275,7 +316,13 @@ fn sync_failed(
             }
         }
         _ => {
-            // Nothing of it was ever durable; leave the file to start-up indexing.
+            // Nothing of it was ever durable: remove it, so neither the catalog nor a later
+            // reindex lists footage that may not be on the disk.
+            match std::fs::remove_file(&seg.abs_path) {
+                Ok(()) => volume.sub_used(snap.written.bytes),
+                Err(e) => tracing::warn!(path = %seg.abs_path.display(), error = %e,
+                    "could not remove a segment that never became durable; start-up indexing will see it"),
+            }
             seg.set_sync(SyncPhase::Settled);
             volume.dequeue(&seg);
             Plan::Idle
@@ -304,7 +351,30 @@ fn discard(volume: &Volume, seg: &Arc<ActiveSegment>) {
     volume.dequeue(seg);
 }
 
-/// Logs a disk error as an event and counts it against the volume.
+/// The volume is gone: finalize each segment at what is durable (the catalog row, already
+/// committed), mark it failed so its writer moves on, and stop tracking it.
+fn abandon_all(volume: &Volume, catalog: &Catalog, segs: Vec<Arc<ActiveSegment>>, reason: &str) {
+    let mut ops = Vec::new();
+    for seg in &segs {
+        seg.mark_sync_failed();
+        seg.stats.set_problem(Some(reason.to_owned()));
+        if let SyncPhase::Cataloged { id, durable } = seg.snapshot().sync {
+            ops.push(SyncOp::Update(update_row(id, seg, &durable, false)));
+        }
+    }
+    if !ops.is_empty() {
+        if let Err(e) = catalog.apply_sync(&ops) {
+            tracing::error!(volume = %volume.path.display(), error = %e, "could not finalize the segments of a missing volume");
+        }
+    }
+    for seg in &segs {
+        seg.set_sync(SyncPhase::Settled);
+        volume.dequeue(seg);
+    }
+}
+
+/// Logs a disk error as an event and counts it against the volume (a full disk does not
+/// count: it is not failing, and retention deals with it).
 pub(crate) fn disk_error(
     volume: &Volume,
     catalog: &Catalog,
@@ -313,7 +383,9 @@ pub(crate) fn disk_error(
     op: &str,
     e: &std::io::Error,
 ) {
-    volume.record_error();
+    if !fsutil::is_full(e) {
+        volume.record_error();
+    }
     let detail = serde_json::json!({
         "volume": volume.path.display().to_string(),
         "path": path.display().to_string(),

@@ -19,12 +19,14 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 pub use events::EventRecord;
-pub(crate) use segments::{NewSegment, RetentionCommit, SegmentRow, SegmentUpdate, SyncOp};
+pub(crate) use segments::{
+    NewSegment, RetentionCommit, RetentionRule, SegmentRow, SegmentUpdate, SyncOp,
+};
 
 /// Schema steps, in order: step *i* (0-based) takes `PRAGMA user_version` from *i* to *i* + 1.
 /// A new schema change appends a step here (never edits a shipped one); each step runs in one
 /// transaction with the version bump, so a crash mid-upgrade leaves the previous version intact.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2_TAKEOVER];
 
 /// Schema version stored in `PRAGMA user_version`: the number of steps in [`MIGRATIONS`].
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -73,6 +75,13 @@ CREATE TABLE retention_log (
     oldest_start_90k INTEGER NOT NULL,
     newest_end_90k INTEGER NOT NULL
 );
+"#;
+
+/// Step 2: whether a segment holds takeover footage (a main's camera) or this box's own
+/// `[[camera]]` footage, so retention deletes local footage first.
+const SCHEMA_V2_TAKEOVER: &str = r#"
+ALTER TABLE segment ADD COLUMN takeover INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX segment_volume_takeover_start ON segment (volume_id, takeover, start_90k);
 "#;
 
 pub(crate) struct Catalog {

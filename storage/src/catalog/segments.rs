@@ -22,6 +22,8 @@ pub(crate) struct NewSegment {
     pub sample_entry: Vec<u8>,
     pub open: bool,
     pub fragments: Vec<u8>,
+    /// Takeover footage (a main's camera), as opposed to this box's own cameras.
+    pub takeover: bool,
 }
 
 /// The durable progress of an already cataloged segment.
@@ -95,13 +97,14 @@ fn to_i64(v: u64) -> i64 {
 fn insert(c: &Connection, s: &NewSegment) -> rusqlite::Result<i64> {
     c.execute(
         "INSERT INTO segment (channel, volume_id, path, start_90k, end_90k, bytes, frames, codec, width, height,
-                              sample_entry, open, fragments)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                              sample_entry, open, fragments, takeover)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (volume_id, path) DO UPDATE SET
             channel = excluded.channel, start_90k = excluded.start_90k, end_90k = excluded.end_90k,
             bytes = excluded.bytes, frames = excluded.frames, codec = excluded.codec,
             width = excluded.width, height = excluded.height, sample_entry = excluded.sample_entry,
-            open = excluded.open, fragments = excluded.fragments",
+            open = excluded.open, fragments = excluded.fragments,
+            takeover = MAX(segment.takeover, excluded.takeover)",
         params![
             s.channel,
             s.volume_id,
@@ -115,7 +118,8 @@ fn insert(c: &Connection, s: &NewSegment) -> rusqlite::Result<i64> {
             s.height,
             s.sample_entry,
             s.open,
-            s.fragments
+            s.fragments,
+            s.takeover
         ],
     )?;
     c.query_row(
@@ -123,6 +127,45 @@ fn insert(c: &Connection, s: &NewSegment) -> rusqlite::Result<i64> {
         params![s.volume_id, s.rel_path],
         |r| r.get(0),
     )
+}
+
+/// Which rule chose a retention batch, in the order they apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RetentionRule {
+    /// This box's own `[[camera]]` footage, oldest first.
+    Local,
+    /// Takeover footage older than `protect_takeover`, oldest first.
+    TakeoverExpired,
+    /// Takeover footage younger than `protect_takeover`: only when nothing else is left.
+    TakeoverProtected,
+}
+
+impl RetentionRule {
+    pub const ORDER: [RetentionRule; 3] = [
+        RetentionRule::Local,
+        RetentionRule::TakeoverExpired,
+        RetentionRule::TakeoverProtected,
+    ];
+
+    /// The reason given in the `retention` event.
+    pub fn reason(self) -> &'static str {
+        match self {
+            RetentionRule::Local => "local footage, oldest first",
+            RetentionRule::TakeoverExpired => "takeover footage older than protect_takeover",
+            RetentionRule::TakeoverProtected => {
+                "protected takeover footage: nothing else left to delete"
+            }
+        }
+    }
+
+    fn filter(self) -> &'static str {
+        match self {
+            // Every filter names ?3 once, so each statement takes the same three parameters.
+            RetentionRule::Local => "takeover = 0 AND ?3 = ?3",
+            RetentionRule::TakeoverExpired => "takeover = 1 AND end_90k < ?3",
+            RetentionRule::TakeoverProtected => "takeover = 1 AND ?3 = ?3",
+        }
+    }
 }
 
 /// A retention decision to commit: rows to delete and what to log.
@@ -218,13 +261,25 @@ impl Catalog {
         })
     }
 
-    /// The oldest closed segments on a volume, any channel.
-    pub(crate) fn oldest_closed(&self, volume_id: i64, limit: usize) -> Result<Vec<SegmentRow>> {
+    /// The oldest closed segments on a volume that `rule` may delete, any channel.
+    /// `protect_from_90k`: takeover footage ending at or after it is protected.
+    pub(crate) fn oldest_closed(
+        &self,
+        volume_id: i64,
+        rule: RetentionRule,
+        protect_from_90k: i64,
+        limit: usize,
+    ) -> Result<Vec<SegmentRow>> {
         self.with("listing oldest segments", |c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM segment WHERE volume_id = ?1 AND open = 0 ORDER BY start_90k, id LIMIT ?2"
+                "SELECT {COLUMNS} FROM segment WHERE volume_id = ?1 AND open = 0 AND {}
+                 ORDER BY start_90k, id LIMIT ?2",
+                rule.filter()
             ))?;
-            let rows = st.query_map(params![volume_id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| read_row(r, false))?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = st.query_map(params![volume_id, limit, protect_from_90k], |r| {
+                read_row(r, false)
+            })?;
             rows.collect()
         })
     }

@@ -8,7 +8,7 @@ mod open;
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,19 @@ pub struct VolumeStatus {
     /// Free bytes on its filesystem (None if statvfs failed).
     pub free_bytes: Option<u64>,
     pub max_bytes: Option<u64>,
+    /// The free-space floor in force: the configured `reserve`, or the default one.
     pub reserve: Option<u64>,
+    /// True when `reserve` is the default floor (none configured).
+    pub reserve_default: bool,
     pub healthy: bool,
+    /// The volume is not there (unmounted, swapped, vanished): nothing is written to it.
+    pub missing: bool,
+    /// Over its floor or budget with nothing closed left to delete: new segments go elsewhere.
+    pub full: bool,
+    /// Everything closed on it is protected takeover footage (younger than `protect_takeover`).
+    pub only_protected: bool,
+    /// Why it is missing or unhealthy, if known.
+    pub error: Option<String>,
     /// Segments currently being written or awaiting their final sync.
     pub open_segments: usize,
 }
@@ -47,7 +58,9 @@ pub(crate) struct Volume {
     pub uuid: String,
     pub path: PathBuf,
     pub max_bytes: Option<u64>,
+    /// The free-space floor in force (configured, or the default; None for a missing volume).
     pub reserve: Option<u64>,
+    pub reserve_default: bool,
     used: AtomicU64,
     health: Mutex<Health>,
     /// Segments the syncer must make durable; a segment leaves once settled.
@@ -60,6 +73,14 @@ pub(crate) struct Volume {
     pub last_full_warning: Mutex<Option<Instant>>,
     /// Counters and the syncer's heartbeat, for monitoring.
     pub telemetry: crate::telemetry::VolumeTelemetry,
+    /// One retention pass at a time (the syncer's, or a writer's after ENOSPC).
+    pub retention: Mutex<()>,
+    /// Set once the volume is found missing (marker gone or replaced); never cleared at run time.
+    missing: Mutex<Option<String>>,
+    pub full: AtomicBool,
+    pub only_protected: AtomicBool,
+    /// (device, inode) of the marker when opened: a different one means another disk.
+    marker_id: Option<(u64, u64)>,
     /// Holds the exclusive `flock` on the marker (None for a read-only view).
     _lock: Option<File>,
 }
@@ -75,12 +96,19 @@ impl Volume {
         cfg: &crate::config::VolumeConfig,
         lock: Option<File>,
     ) -> Volume {
+        let reserve = cfg.reserve.or_else(|| {
+            crate::fsutil::fs_bytes(&cfg.path)
+                .map(crate::config::default_reserve)
+                .ok()
+        });
+        let marker_id = lock.as_ref().and_then(|f| crate::fsutil::file_id(f).ok());
         Volume {
             id,
             uuid,
             path: cfg.path.clone(),
             max_bytes: cfg.max_bytes,
-            reserve: cfg.reserve,
+            reserve,
+            reserve_default: cfg.reserve.is_none(),
             used: AtomicU64::new(0),
             health: Mutex::new(Health::Healthy),
             queue: Mutex::new(Vec::new()),
@@ -89,8 +117,61 @@ impl Volume {
             wake: Condvar::new(),
             last_full_warning: Mutex::new(None),
             telemetry: Default::default(),
+            retention: Mutex::new(()),
+            missing: Mutex::new(None),
+            full: AtomicBool::new(false),
+            only_protected: AtomicBool::new(false),
+            marker_id,
             _lock: lock,
         }
+    }
+
+    /// A configured volume that could not be opened (not mounted, swapped): listed in the
+    /// status as missing, never written to. `id` is the catalog's, or -1 if it has none.
+    pub(crate) fn missing(
+        id: i64,
+        cfg: &crate::config::VolumeConfig,
+        reason: String,
+    ) -> Volume {
+        let v = Volume::with(id, String::new(), cfg, None);
+        *lock(&v.missing) = Some(reason);
+        v
+    }
+
+    /// Why the volume is missing, if it is.
+    pub fn missing_reason(&self) -> Option<String> {
+        lock(&self.missing).clone()
+    }
+
+    pub fn is_missing(&self) -> bool {
+        lock(&self.missing).is_some()
+    }
+
+    /// Checks that the marker opened at start-up is still where it was (the disk is still
+    /// mounted and the same). Marks the volume missing and returns the reason if not.
+    pub fn check_present(&self) -> Result<(), String> {
+        if let Some(r) = self.missing_reason() {
+            return Err(r);
+        }
+        let Some(expected) = self.marker_id else {
+            return Ok(()); // read-only view
+        };
+        let marker = marker::marker_path(&self.path);
+        let found = std::fs::metadata(&marker).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
+        let reason = match found {
+            Ok(id) if id == expected => return Ok(()),
+            Ok(_) => format!("volume {}: marker replaced (another disk mounted there?)", self.path.display()),
+            Err(e) => format!("volume {}: marker {} gone ({e}): disk unmounted or directory removed?", self.path.display(), marker.display()),
+        };
+        let mut m = lock(&self.missing);
+        if m.is_none() {
+            tracing::error!(volume = %self.path.display(), reason = %reason, "volume missing; nothing more is written to it");
+            *m = Some(reason.clone());
+        }
+        Err(reason)
     }
 
     /// A view of a volume another process records to: no lock, no writing.
@@ -122,6 +203,9 @@ impl Volume {
     /// Bytes that may still be written before retention must act:
     /// min(max_bytes − used, free − reserve). Negative when over budget.
     pub fn headroom(&self) -> i128 {
+        if self.is_missing() {
+            return i128::MIN;
+        }
         let used = i128::from(self.used());
         let by_max = self
             .max_bytes
@@ -142,8 +226,9 @@ impl Volume {
         *h = h.aged(Instant::now());
         *h
     }
+    /// Healthy enough for new segments, and present.
     pub fn usable(&self) -> bool {
-        self.health().usable()
+        self.health().usable() && !self.is_missing()
     }
     /// Records an IO error; returns the new state.
     pub fn record_error(&self) -> Health {
@@ -229,7 +314,12 @@ impl Volume {
             free_bytes: self.free_bytes().ok(),
             max_bytes: self.max_bytes,
             reserve: self.reserve,
+            reserve_default: self.reserve_default,
             healthy: self.usable(),
+            missing: self.is_missing(),
+            full: self.full.load(Ordering::Acquire),
+            only_protected: self.only_protected.load(Ordering::Acquire),
+            error: self.missing_reason(),
             open_segments: lock(&self.queue).len(),
         }
     }

@@ -36,7 +36,9 @@ pub(crate) fn open_volume(
         .try_exists()
         .map_err(|e| Error::io("checking volume", path, e))?;
     if !exists {
-        if known_segments > 0 {
+        // A volume the catalog knows whose directory is gone: its disk is not mounted. Never
+        // re-create it (that would write into the mount point's parent filesystem).
+        if known_segments > 0 || by_path.is_some() {
             return Err(Error::VolumeMarkerMissing {
                 path: path.clone(),
                 segments: known_segments,
@@ -54,18 +56,15 @@ pub(crate) fn open_volume(
 
     let uuid = match marker::read(path)? {
         None => {
-            if known_segments > 0 {
+            if known_segments > 0 || by_path.is_some() {
                 return Err(Error::VolumeMarkerMissing {
                     path: path.clone(),
                     segments: known_segments,
                 });
             }
-            // First use (or an empty volume whose marker was lost): keep the catalog's uuid if any.
-            let uuid = match &by_path {
-                Some(row) => row.uuid.clone(),
-                None => fsutil::random_uuid()
-                    .map_err(|e| Error::io("generating volume uuid", path, e))?,
-            };
+            // First use (the catalog doesn't know this path).
+            let uuid = fsutil::random_uuid()
+                .map_err(|e| Error::io("generating volume uuid", path, e))?;
             marker::create(path, &uuid, server_name)?;
             tracing::info!(volume = %path.display(), %uuid, "created volume marker");
             uuid

@@ -4,13 +4,13 @@
 
 mod open;
 
-use std::io::IoSlice;
+use std::io::{IoSlice, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::fmp4::{Fragment, FragmentInfo, FragmentMuxer};
-use crate::fsutil::write_all_vectored;
+use crate::fsutil;
 use crate::naming::{ms_floor, TICKS_PER_MS};
 use crate::segment::ActiveSegment;
 use crate::stats::DurableStats;
@@ -66,7 +66,12 @@ pub struct ChannelWriter {
     /// Closed segments not yet settled by their syncer (what `close` waits for).
     closing: Vec<(Arc<Volume>, Arc<ActiveSegment>)>,
     finished: bool,
+    /// Takeover footage (a main's camera): retention deletes local footage first.
+    takeover: bool,
 }
+
+/// How many times a fragment that hit ENOSPC is retried after retention made room.
+const FULL_RETRIES: usize = 3;
 
 impl ChannelWriter {
     pub(crate) fn new(shared: Arc<Shared>, channel: u32, expected_bitrate_bps: u64) -> Self {
@@ -81,7 +86,14 @@ impl ChannelWriter {
             avoid_volume: None,
             closing: Vec::new(),
             finished: false,
+            takeover: false,
         }
+    }
+
+    /// Marks what this writer records as takeover footage (a main's camera), which retention
+    /// deletes after the box's own cameras' footage. Applies from the next segment.
+    pub fn set_takeover(&mut self, takeover: bool) {
+        self.takeover = takeover;
     }
 
     pub fn stats(&self) -> Arc<DurableStats> {
@@ -194,8 +206,14 @@ impl ChannelWriter {
         );
         let mut reasons = Vec::new();
         for volume in candidates {
-            match open::create_segment(&volume, self.channel, start_ms, params, &init, &self.stats)
-            {
+            let mut created = self.create_on(&volume, start_ms, params, &init);
+            if matches!(&created, Err(Error::Io { source, .. }) if fsutil::is_full(source)) {
+                let freed = self.make_room(&volume, init.len() as u64);
+                if freed > 0 {
+                    created = self.create_on(&volume, start_ms, params, &init);
+                }
+            }
+            match created {
                 Ok(seg) => {
                     if self
                         .current_volume
@@ -231,6 +249,7 @@ impl ChannelWriter {
                     tracing::error!(channel = self.channel, volume = %volume.path.display(), error = %e, "could not start a segment");
                     self.avoid_volume = Some(Arc::clone(&volume));
                     self.stats.add_error();
+                    self.stats.set_problem(Some(problem_text(&volume, &e)));
                     if let Error::Io { path, source, op } = &e {
                         crate::syncer::disk_error(
                             &volume,
@@ -245,10 +264,57 @@ impl ChannelWriter {
                 }
             }
         }
-        Err(Error::NoVolumeAvailable {
+        let e = Error::NoVolumeAvailable {
             channel: self.channel,
             reason: reasons.join("; "),
-        })
+        };
+        self.stats.set_problem(Some(e.to_string()));
+        Err(e)
+    }
+
+    fn create_on(
+        &self,
+        volume: &Arc<Volume>,
+        start_ms: i64,
+        params: &Arc<TrackParams>,
+        init: &[u8],
+    ) -> Result<Arc<ActiveSegment>> {
+        let seg = open::NewSegmentFile {
+            channel: self.channel,
+            start_ms,
+            params,
+            init,
+            stats: &self.stats,
+            takeover: self.takeover,
+        };
+        open::create_segment(volume, &seg)
+    }
+
+    /// ENOSPC on `volume`: retention there, now, for at least `need` bytes. Returns bytes freed.
+    fn make_room(&mut self, volume: &Volume, need: u64) -> u64 {
+        let protect = self.shared.cfg.protect_takeover;
+        let need = need.saturating_mul(4);
+        let mut out = crate::retention::make_room(volume, &self.shared.catalog, protect, need);
+        if out.bytes == 0 {
+            // Closed segments not yet finalized by the syncer can't be deleted yet: ask for a
+            // round now, wait (bounded) for them, and try once more.
+            let closed: Vec<_> = volume.queued().into_iter().filter(|s| s.is_closed()).collect();
+            if !closed.is_empty() {
+                volume.kick();
+                let deadline = Instant::now() + self.shared.cfg.sync_interval * 2 + Duration::from_secs(1);
+                for s in &closed {
+                    s.wait_settled(deadline);
+                }
+                drop(closed);
+                // Settled segments this writer still holds keep their files open: on tmpfs
+                // (and any filesystem) a deleted file's space returns only once closed.
+                self.closing.retain(|(_, s)| !s.is_settled());
+                out = crate::retention::make_room(volume, &self.shared.catalog, protect, need);
+            }
+        }
+        tracing::warn!(channel = self.channel, volume = %volume.path.display(), freed_bytes = out.bytes,
+            segments = out.segments, "disk full; retention made room");
+        out.bytes
     }
 
     /// Ends the current segment, if any. `next_time_90k` (the frame that follows, when
@@ -286,20 +352,36 @@ impl ChannelWriter {
     }
 
     /// Appends a fragment to the current segment with one vectored write (sample data is not
-    /// copied). On error the segment is abandoned at its last whole fragment.
+    /// copied). ENOSPC: retention makes room on the volume at once and the fragment is written
+    /// again. Any other error (or no room to make): the segment is abandoned at its last whole
+    /// fragment and the channel moves on.
     fn write_fragment(&mut self, frag: Fragment) {
-        let RunState::Recording(rec) = &mut self.state else {
+        let RunState::Recording(rec) = &self.state else {
             return;
         };
-        let seg = &rec.seg;
-        if seg.sync_failed() {
+        if rec.seg.sync_failed() {
             return; // the next push notices and moves to a new segment
         }
+        let (seg, volume) = (Arc::clone(&rec.seg), Arc::clone(&rec.volume));
         let offset = seg.written_bytes();
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(1 + frag.data.len());
-        slices.push(IoSlice::new(&frag.header));
-        slices.extend(frag.data.iter().map(|d| IoSlice::new(d)));
-        match write_all_vectored(&seg.file, &mut slices) {
+        let mut attempt = 0;
+        let result = loop {
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(1 + frag.data.len());
+            slices.push(IoSlice::new(&frag.header));
+            slices.extend(frag.data.iter().map(|d| IoSlice::new(d)));
+            match fsutil::write_segment(&seg.file, &seg.abs_path, &mut slices) {
+                Err(e) if fsutil::is_full(&e) && attempt < FULL_RETRIES => {
+                    attempt += 1;
+                    // Back to the end of the last whole fragment, then make room and retry.
+                    let rewound = seg.file.set_len(offset).and_then(|()| (&seg.file).seek(SeekFrom::Start(offset)));
+                    if rewound.is_err() || self.make_room(&volume, frag.len()) == 0 {
+                        break Err(e);
+                    }
+                }
+                other => break other,
+            }
+        };
+        match result {
             Ok(()) => {
                 let info = FragmentInfo {
                     offset,
@@ -310,8 +392,9 @@ impl ChannelWriter {
                     starts_with_key: frag.starts_with_key,
                 };
                 seg.record_fragment(&info);
-                rec.volume.add_used(info.len);
+                volume.add_used(info.len);
                 self.stats.add_written(u64::from(info.samples));
+                self.stats.set_problem(None);
             }
             Err(e) => {
                 let RunState::Recording(rec) =
@@ -323,18 +406,29 @@ impl ChannelWriter {
                     "write failed; abandoning the segment at its last whole fragment");
                 rec.seg.fail_by_writer();
                 self.stats.add_error();
-                crate::syncer::disk_error(
-                    &rec.volume,
-                    &self.shared.catalog,
-                    Some(self.channel),
-                    &rec.seg.abs_path,
-                    "write",
-                    &e,
-                );
+                let e = Error::io("write", &rec.seg.abs_path, e);
+                self.stats.set_problem(Some(problem_text(&rec.volume, &e)));
+                if let Error::Io { path, source, op } = &e {
+                    crate::syncer::disk_error(&rec.volume, &self.shared.catalog, Some(self.channel), path, op, source);
+                }
                 self.avoid_volume = Some(Arc::clone(&rec.volume));
+                self.closing.retain(|(_, s)| !s.is_settled());
                 self.closing.push((rec.volume, rec.seg));
             }
         }
+    }
+}
+
+/// The reason a channel's status gives for a storage failure on `volume`.
+fn problem_text(volume: &Volume, e: &Error) -> String {
+    match e {
+        Error::Io { source, .. } if fsutil::is_full(source) => {
+            format!("disk full on {}", volume.path.display())
+        }
+        Error::Io { op, source, .. } => {
+            format!("write error on {}: {op}: {source}", volume.path.display())
+        }
+        other => format!("write error on {}: {other}", volume.path.display()),
     }
 }
 

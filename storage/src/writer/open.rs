@@ -53,17 +53,29 @@ pub(crate) fn placement(
     out
 }
 
+/// What a new segment file is for.
+pub(crate) struct NewSegmentFile<'a> {
+    pub channel: u32,
+    pub start_ms: i64,
+    pub params: &'a Arc<TrackParams>,
+    pub init: &'a [u8],
+    pub stats: &'a Arc<DurableStats>,
+    pub takeover: bool,
+}
+
 /// Creates `chNNN/DATE/START.mp4` on `volume`, writes the init segment and hands the segment
 /// to the volume's syncer. The file is not cataloged until the syncer has made it and its
-/// directory entries durable.
-pub(crate) fn create_segment(
-    volume: &Volume,
-    channel: u32,
-    start_ms: i64,
-    params: &Arc<TrackParams>,
-    init: &[u8],
-    stats: &Arc<DurableStats>,
-) -> Result<Arc<ActiveSegment>> {
+/// directory entries durable. Refuses a volume whose marker is gone or replaced (an unmounted
+/// disk's empty mount point is on another filesystem: never write there).
+pub(crate) fn create_segment(volume: &Volume, new: &NewSegmentFile<'_>) -> Result<Arc<ActiveSegment>> {
+    let NewSegmentFile { channel, start_ms, params, init, stats, takeover } = *new;
+    if let Err(reason) = volume.check_present() {
+        return Err(Error::io(
+            "creating segment",
+            &volume.path,
+            std::io::Error::new(ErrorKind::NotFound, reason),
+        ));
+    }
     let mut dup = 0u32;
     let mut retried_dir = false;
     loop {
@@ -123,7 +135,9 @@ pub(crate) fn create_segment(
                 return Err(Error::io("creating segment", &abs, e));
             }
         };
-        if let Err(e) = (&file).write_all(init) {
+        let written = fsutil::faults::check(&abs, fsutil::faults::Op::Write)
+            .and_then(|()| (&file).write_all(init));
+        if let Err(e) = written {
             drop(file);
             let _ = std::fs::remove_file(&abs);
             volume.release_path(&rel_s);
@@ -142,6 +156,7 @@ pub(crate) fn create_segment(
             init.len() as u64,
             dirs_to_sync,
             Arc::clone(stats),
+            takeover,
         ));
         volume.enqueue(Arc::clone(&seg));
         tracing::debug!(channel, path = %seg.abs_path.display(), "segment started");

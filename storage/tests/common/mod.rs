@@ -440,3 +440,58 @@ pub fn mp4_files(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A tmpfs mounted for a test (needs root); unmounted (lazily) on drop.
+pub struct Mount(pub PathBuf);
+
+impl Mount {
+    /// None when mounting is not possible here (no CAP_SYS_ADMIN): the caller skips, saying so.
+    pub fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        out.status.success().then(|| Mount(dir.to_path_buf()))
+    }
+
+    /// Unmounts now (lazily, like a disk pulled while files are open).
+    pub fn unmount(&self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// Pushes `seconds` of the clip (looped) on each writer, one frame per writer in turn, from
+/// `start_90k`; returns the time after the last frame. `each_second` runs after every second
+/// of media.
+pub fn feed_round_robin(
+    writers: &mut [&mut ChannelWriter],
+    clip: &Clip,
+    start_90k: i64,
+    seconds: u32,
+    mut each_second: impl FnMut(u32),
+) -> i64 {
+    let n = clip.frames.len();
+    let total = seconds as usize * 25;
+    let clip_len = n as i64 * FRAME_90K;
+    let mut t = start_90k;
+    for i in 0..total {
+        let (rel, key, data) = &clip.frames[i % n];
+        t = start_90k + (i / n) as i64 * clip_len + rel;
+        for w in writers.iter_mut() {
+            w.push(&clip.params, InputFrame { time_90k: t, key: *key, data: data.clone() })
+                .unwrap();
+        }
+        if (i + 1) % 25 == 0 {
+            each_second(((i + 1) / 25) as u32);
+        }
+    }
+    t + FRAME_90K
+}

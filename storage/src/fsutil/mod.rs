@@ -1,4 +1,7 @@
-//! Small filesystem helpers: directory fsync, tracked directory creation, vectored writes, random ids.
+//! Small filesystem helpers: directory fsync, tracked directory creation, vectored writes,
+//! statvfs, random ids; and the file-operations seam tests inject faults through (`faults`).
+
+pub mod faults;
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
@@ -6,13 +9,27 @@ use std::path::{Path, PathBuf};
 
 /// Makes a directory's entries durable (new or removed files/subdirectories in it).
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    faults::check(dir, faults::Op::Sync)?;
     File::open(dir)?.sync_all()
+}
+
+/// `fdatasync` of a segment file (through the fault seam).
+pub fn sync_data(file: &File, path: &Path) -> io::Result<()> {
+    faults::check(path, faults::Op::Sync)?;
+    file.sync_data()
+}
+
+/// Writes every byte of every slice to the segment file at `path` (through the fault seam).
+pub fn write_segment(file: &File, path: &Path, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    faults::check(path, faults::Op::Write)?;
+    write_all_vectored(file, bufs)
 }
 
 /// Creates `dir` and any missing parents below `root` (which must exist), returning the
 /// directories whose entries changed (the parent of each created directory), so the caller
 /// can fsync them before relying on the new entries.
 pub fn create_dirs_tracked(root: &Path, dir: &Path) -> io::Result<Vec<PathBuf>> {
+    faults::check(dir, faults::Op::Write)?;
     let rel = dir
         .strip_prefix(root)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "directory outside its volume"))?;
@@ -99,6 +116,19 @@ pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
 
 /// Free bytes available to an unprivileged user on the filesystem holding `path` (statvfs).
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = statvfs(path)?;
+    #[allow(clippy::unnecessary_cast)] // field widths differ between targets
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Total bytes of the filesystem holding `path` (statvfs `f_blocks`).
+pub fn fs_bytes(path: &Path) -> io::Result<u64> {
+    let st = statvfs(path)?;
+    #[allow(clippy::unnecessary_cast)] // field widths differ between targets
+    Ok((st.f_blocks as u64).saturating_mul(st.f_frsize as u64))
+}
+
+fn statvfs(path: &Path) -> io::Result<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
@@ -108,8 +138,19 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    #[allow(clippy::unnecessary_cast)] // field widths differ between targets
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    Ok(st)
+}
+
+/// (device, inode) of an open file.
+pub fn file_id(f: &File) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// True for "the filesystem is full" (ENOSPC, EDQUOT): retention can help, the disk is fine.
+pub fn is_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 #[cfg(test)]
