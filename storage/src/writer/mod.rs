@@ -4,6 +4,7 @@
 
 mod open;
 
+use std::collections::VecDeque;
 use std::io::{IoSlice, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +69,9 @@ pub struct ChannelWriter {
     finished: bool,
     /// Takeover footage (a main's camera): retention deletes local footage first.
     takeover: bool,
+    /// Frames of the current segment's muxer not yet written in a fragment (cheap clones),
+    /// replayed on another volume if the segment fails.
+    in_fragment: Vec<InputFrame>,
 }
 
 /// How many times a fragment that hit ENOSPC is retried after retention made room.
@@ -87,6 +91,7 @@ impl ChannelWriter {
             closing: Vec::new(),
             finished: false,
             takeover: false,
+            in_fragment: Vec::new(),
         }
     }
 
@@ -103,43 +108,64 @@ impl ChannelWriter {
     /// Records one frame. Frames before the first key frame of a run are dropped (counted).
     /// Errs only when no volume can take a new segment (the frame is dropped) or after
     /// shutdown; write errors inside a segment are handled here (event, new segment).
+    ///
+    /// When a segment fails (write error, failed fsync, volume gone), the frames not yet on
+    /// disk (the failed fragment, or those the muxer holds) are replayed into a new segment on
+    /// another volume if they start at a key frame, so the channel moves at once instead of
+    /// waiting for the next key frame.
     pub fn push(&mut self, params: &Arc<TrackParams>, frame: InputFrame) -> Result<()> {
         if self.shared.is_shut_down() {
             return Err(Error::ShutDown);
         }
+        let mut frames = VecDeque::new();
         if let RunState::Recording(rec) = &self.state {
             if let Some(cut) = cut_reason(rec, params, &frame) {
                 if !matches!(cut, Cut::Rotate) {
                     tracing::info!(channel = self.channel, reason = ?cut, path = %rec.seg.abs_path.display(), "ending segment early");
                 }
+                if matches!(cut, Cut::SyncFailed) {
+                    frames.extend(std::mem::take(&mut self.in_fragment));
+                }
                 let next = matches!(cut, Cut::Rotate).then_some(frame.time_90k);
                 self.close_segment(next, matches!(cut, Cut::SyncFailed));
             }
         }
-        // At most twice: if writing the fragment this frame completes fails, the segment is
-        // abandoned and this frame, if a key frame, starts the next one.
-        for _ in 0..2 {
+        frames.push_back(frame);
+        self.push_frames(params, frames)
+    }
+
+    fn push_frames(&mut self, params: &Arc<TrackParams>, mut frames: VecDeque<InputFrame>) -> Result<()> {
+        // At most twice: a fragment whose write fails is replayed once on another volume.
+        let mut replays = 0;
+        while let Some(frame) = frames.pop_front() {
             if matches!(self.state, RunState::AwaitingKey) {
                 if !frame.key {
                     self.stats.add_dropped(1);
-                    return Ok(());
+                    continue;
                 }
                 if let Err(e) = self.open_segment(params, frame.time_90k) {
-                    self.stats.add_dropped(1);
+                    self.stats.add_dropped(1 + frames.len() as u64);
                     return Err(e);
                 }
+                self.in_fragment.clear();
             }
             let RunState::Recording(rec) = &mut self.state else {
-                return Ok(());
+                continue;
             };
             rec.last_time_90k = frame.time_90k;
             let rel = frame.time_90k.saturating_sub(rec.seg.start_90k);
             let Some(frag) = rec.muxer.push(rel, frame.key, frame.data.clone()) else {
-                return Ok(());
+                self.in_fragment.push(frame);
+                continue;
             };
+            let written = std::mem::replace(&mut self.in_fragment, vec![frame]);
             self.write_fragment(frag);
-            if matches!(self.state, RunState::Recording(_)) {
-                return Ok(());
+            if matches!(self.state, RunState::AwaitingKey) && replays < 2 {
+                replays += 1;
+                let held = std::mem::take(&mut self.in_fragment);
+                for f in held.into_iter().rev().chain(written.into_iter().rev()) {
+                    frames.push_front(f);
+                }
             }
         }
         Ok(())
@@ -325,6 +351,7 @@ impl ChannelWriter {
         else {
             return;
         };
+        self.in_fragment.clear();
         if abandon {
             self.avoid_volume = Some(Arc::clone(&rec.volume));
         } else {

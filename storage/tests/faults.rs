@@ -1,0 +1,135 @@
+//! Failing disks, injected under the storage layer: write EIO, fsync EIO (fsyncgate), a
+//! filesystem turned read-only (through the `fault-injection` file-operations seam), and a
+//! volume that vanishes (a real tmpfs, lazily unmounted while recording). With two volumes,
+//! each time: the channel continues on the other volume within 2 s, an event names the
+//! volume and the error, nothing is reported durable that was not, and reindexing afterwards
+//! agrees with the catalog.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use understudy_storage::faults::{self, Fault};
+use understudy_storage::Store;
+
+/// Records channel 1 in real time for 8 s on volumes "a" (preferred: more headroom) and
+/// "b"; `inject` runs once "a" holds durable footage. Returns what the checks need.
+fn run_fault(test: &str, root: &Path, inject: impl FnOnce(&Path)) -> (Store, Vec<understudy_storage::EventRecord>) {
+    let clip = h264_clip(4, "320x240");
+    // "b" has a budget below what "a" can take (a 64 MiB tmpfs, or the root filesystem).
+    let cfg = config(root, &[("a", None), ("b", Some(32 << 20))], Duration::from_secs(60));
+    let store = Store::open(cfg).unwrap();
+    let (a, b) = (root.join("a"), root.join("b"));
+    let base = base_time_90k();
+    let mut w = store.channel_writer(1, 0).unwrap();
+    let st = w.stats();
+    let feeder = std::thread::spawn(move || {
+        let end = feed(&mut w, &clip, base, 2, Some(Duration::from_millis(40)));
+        w.close().map(|()| end)
+    });
+    assert!(wait_until(Duration::from_secs(10), || st.frames_durable() >= 25), "{test}: nothing durable on a");
+    assert!(store.recordings(1, None, None).unwrap().iter().all(|r| r.volume == a));
+    let durable_before = st.frames_durable();
+    let t0 = Instant::now();
+    inject(&a);
+    let on_b = |open_ok: bool| {
+        b.join("ch001").exists() && (open_ok || store.recordings(1, None, None).unwrap().iter().any(|r| r.volume == b))
+    };
+    assert!(wait_until(Duration::from_secs(10), || on_b(true)), "{test}: the channel never moved to b");
+    let moved = t0.elapsed();
+    assert!(wait_until(Duration::from_secs(10), || on_b(false)), "{test}: nothing durable on b");
+    let durable = t0.elapsed();
+    eprintln!(
+        "{test}: fault → new segment on b after {:.2} s, durable there after {:.2} s",
+        moved.as_secs_f64(),
+        durable.as_secs_f64()
+    );
+    assert!(moved <= Duration::from_secs(2), "{test}: took {moved:?} to move");
+    let end = feeder.join().unwrap();
+    faults::clear(&a);
+    let end = end.unwrap_or_else(|e| panic!("{test}: close: {e}"));
+
+    // Nothing falsely durable: what the channel reported durable is exactly what the
+    // catalog lists, every listed byte is in its file, and the files play.
+    let recs = store.recordings(1, None, None).unwrap();
+    let listed: u64 = recs.iter().map(|r| r.frames).sum();
+    assert_eq!(st.frames_durable(), listed, "{test}: {recs:?}");
+    assert!(listed > durable_before);
+    assert!(listed >= 200 - 3 * 25, "{test}: kept only {listed} of 200 frames");
+    assert_eq!(recs.last().unwrap().end_90k, end, "{test}: recorded to the end");
+    for r in recs.iter().filter(|r| r.path.exists()) {
+        assert!(!r.open);
+        assert_eq!(std::fs::metadata(&r.path).unwrap().len(), r.bytes, "{test}: {r:?}");
+        assert_ffprobe_clean(&r.path);
+        assert_eq!(ffprobe_frames(&r.path), r.frames, "{test}: {r:?}");
+    }
+    // Reindexing from the files agrees with the catalog: nothing to repair, add or remove.
+    let sum = store.reindex(&mut |_, _| {}).unwrap();
+    assert_eq!(
+        (sum.repaired, sum.added, sum.removed_files, sum.removed_rows, sum.errors),
+        (0, 0, 0, 0, 0),
+        "{test}: {sum:?}"
+    );
+    assert_eq!(store.recordings(1, None, None).unwrap().len(), recs.len());
+    let events = store.events_since(0, 1000).unwrap();
+    (store, events)
+}
+
+fn disk_error_on(events: &[understudy_storage::EventRecord], volume: &Path, error: &str) {
+    let e = events
+        .iter()
+        .find(|e| e.kind == "disk_error" && e.detail["volume"] == volume.display().to_string())
+        .unwrap_or_else(|| panic!("no disk_error event for {}: {events:?}", volume.display()));
+    assert!(e.detail["error"].as_str().unwrap().contains(error), "{e:?}");
+    assert_eq!(e.channel, Some(1));
+}
+
+#[test]
+fn write_eio_moves_the_channel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, events) = run_fault("write EIO", tmp.path(), |a| faults::inject(a, Fault::WriteEio));
+    disk_error_on(&events, &tmp.path().join("a"), "Input/output error");
+}
+
+#[test]
+fn fsync_eio_abandons_the_segment_without_retrying() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, events) = run_fault("fsync EIO", tmp.path(), |a| faults::inject(a, Fault::SyncEio));
+    disk_error_on(&events, &tmp.path().join("a"), "Input/output error");
+    let e = events.iter().find(|e| e.kind == "disk_error").unwrap();
+    assert_eq!(e.detail["op"], "fdatasync", "{e:?}");
+    // fsyncgate: one failed fsync, never retried on that file (no second error for it).
+    let same_file = events.iter().filter(|x| x.kind == "disk_error" && x.detail["path"] == e.detail["path"]).count();
+    assert_eq!(same_file, 1, "{events:?}");
+    // The segment on "a" ends where it was last durable, and is closed.
+    let a_rows: Vec<_> = store.recordings(1, None, None).unwrap().into_iter().filter(|r| r.volume.ends_with("a")).collect();
+    assert_eq!(a_rows.len(), 1, "{a_rows:?}");
+}
+
+#[test]
+fn read_only_filesystem_moves_the_channel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, events) = run_fault("read-only", tmp.path(), |a| faults::inject(a, Fault::ReadOnly));
+    disk_error_on(&events, &tmp.path().join("a"), "Read-only file system");
+    assert!(store.volumes().iter().any(|v| v.path.ends_with("b") && v.healthy));
+}
+
+#[test]
+fn vanished_volume_moves_the_channel_and_is_never_written_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mount) = Mount::tmpfs(&tmp.path().join("a"), "64m") else {
+        eprintln!("vanish: cannot mount tmpfs here (needs CAP_SYS_ADMIN); skipped");
+        return;
+    };
+    let (store, events) = run_fault("vanish", tmp.path(), |_| mount.unmount());
+    let a = tmp.path().join("a");
+    let e = events.iter().find(|e| e.kind == "volume_missing").expect("volume_missing event");
+    assert_eq!(e.detail["volume"], a.display().to_string());
+    assert!(e.detail["error"].as_str().unwrap().contains("marker"), "{e:?}");
+    let v = store.volumes().into_iter().find(|v| v.path == a).unwrap();
+    assert!(v.missing && !v.healthy, "{v:?}");
+    // The empty mount point (on the parent filesystem) was never written into.
+    assert_eq!(std::fs::read_dir(&a).unwrap().count(), 0, "wrote into the mount point");
+}
