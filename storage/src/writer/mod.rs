@@ -231,6 +231,7 @@ impl ChannelWriter {
             need,
         );
         let mut reasons = Vec::new();
+        let mut problems = Vec::new();
         for volume in candidates {
             let mut created = self.create_on(&volume, start_ms, params, &init);
             if matches!(&created, Err(Error::Io { source, .. }) if fsutil::is_full(source)) {
@@ -275,7 +276,7 @@ impl ChannelWriter {
                     tracing::error!(channel = self.channel, volume = %volume.path.display(), error = %e, "could not start a segment");
                     self.avoid_volume = Some(Arc::clone(&volume));
                     self.stats.add_error();
-                    self.stats.set_problem(Some(problem_text(&volume, &e)));
+                    problems.push(problem_text(&volume, &e));
                     if let Error::Io { path, source, op } = &e {
                         crate::syncer::disk_error(
                             &volume,
@@ -290,12 +291,15 @@ impl ChannelWriter {
                 }
             }
         }
-        let e = Error::NoVolumeAvailable {
+        self.stats.set_problem(Some(if problems.is_empty() {
+            "no volume can take a new segment".to_owned()
+        } else {
+            problems.join("; ")
+        }));
+        Err(Error::NoVolumeAvailable {
             channel: self.channel,
             reason: reasons.join("; "),
-        };
-        self.stats.set_problem(Some(e.to_string()));
-        Err(e)
+        })
     }
 
     fn create_on(
