@@ -77,7 +77,7 @@ fn enospc_mid_segment_keeps_whole_fragments_and_moves_on() {
     let tiny_left: Vec<_> = recs(&store, 1).into_iter().filter(|r| r.volume.ends_with("tiny")).collect();
     let ret = store.events_since(0, 100).unwrap().into_iter().filter(|e| e.kind == "retention").collect::<Vec<_>>();
     assert!(
-        tiny_left.is_empty() == !ret.is_empty(),
+        tiny_left.is_empty() != ret.is_empty(),
         "tiny: {tiny_left:?}, retention: {ret:?}"
     );
     for e in &ret {
@@ -109,7 +109,7 @@ fn default_floor_keeps_four_channels_recording_through_three_fills() {
     let stats: Vec<_> = ws.iter().map(|w| w.stats()).collect();
     let started = Instant::now();
     let mut fill_s = None;
-    let mut last = vec![0u64; 4];
+    let mut last = [0u64; 4];
     let mut windows = 0;
     let end = {
         let mut refs: Vec<&mut _> = ws.iter_mut().collect();
