@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # --- system packages the tests drive for real ---
 # ffmpeg/ffprobe validate every file we write; GStreamer's RTSP server is the third-party
 # camera (interop) and gst-launch the bench's second peer.
-# prometheus (and promtool) scrape and lint /metrics.
-pkgs=(prometheus ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+# prometheus (and promtool) scrape and lint /metrics; `mount` mounts the small tmpfs
+# filesystems the full-disk and failing-disk tests record to.
+pkgs=(prometheus ffmpeg mount gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
       gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 chromium fonts-liberation libgl1-mesa-dri)
 missing=()

@@ -6,6 +6,11 @@
 //! disk losing cached pages does), `ReadOnly` fails writes and creation with EROFS (a
 //! filesystem remounted read-only after errors). A vanished volume needs no seam: tests
 //! unmount or remove the real directory.
+//!
+//! A seam rather than an `LD_PRELOAD` shim: the storage tests run in-process, the seam names
+//! exactly the operations that matter (fragment writes, `fdatasync`, directory fsync, file
+//! creation) by path, and a shim would need a C build step plus fd-to-path tracking for
+//! `writev`/`fdatasync`, with nothing more to show for it.
 
 use std::io;
 use std::path::Path;
