@@ -134,7 +134,7 @@ fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, ch
                         t
                     }
                 };
-                writer.push(&tp, InputFrame { time_90k: f.time_90k, key: f.key, data: f.data })
+                writer.push(&tp, InputFrame { time_90k: f.time_90k, cts_offset: f.cts_offset, key: f.key, data: f.data })
             }
             IngestItem::SessionEnded => writer.end_run(),
         };

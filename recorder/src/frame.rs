@@ -107,9 +107,12 @@ impl VideoParams {
 /// One encoded picture (access unit).
 #[derive(Clone)]
 pub struct Frame {
-    /// Wall-clock time in 90 kHz units since the Unix epoch: the session's wall-clock anchor plus
-    /// the RTP timestamp's elapsed time. Strictly increasing within a session.
+    /// Decode time: wall-clock time in 90 kHz units since the Unix epoch. Strictly increasing
+    /// within a run, and never after the presentation time.
     pub time_90k: i64,
+    /// Presentation time minus decode time, 90 kHz units (0 unless pictures are reordered, as
+    /// with B-frames). The presentation time is the RTP timestamp placed on the wall clock.
+    pub cts_offset: u32,
     /// An IDR / IRAP picture: decoding can start here.
     pub key: bool,
     /// NAL units, each prefixed by a 4-byte big-endian length (ISO/IEC 14496-15 sample format).

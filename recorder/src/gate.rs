@@ -188,6 +188,7 @@ mod tests {
     fn frame(time_90k: i64, key: bool) -> Frame {
         Frame {
             time_90k,
+            cts_offset: 0,
             key,
             data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
             params: Arc::new(VideoParams {

@@ -242,6 +242,7 @@ impl Session {
         self.last_time_90k = Some(time_90k);
         Ok(Event::Frame(Frame {
             time_90k,
+            cts_offset: 0,
             key,
             data: bytes::Bytes::from(f.into_data()),
             params,
