@@ -29,6 +29,8 @@ mod channel;
 mod frame;
 mod gate;
 mod ratelimit;
+mod reorder;
+mod timeline;
 mod session;
 mod spec;
 mod stats;

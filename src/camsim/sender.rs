@@ -140,7 +140,9 @@ impl RtpSender {
             if i == sei_at {
                 let hdr = self.scratch.len();
                 self.scratch.resize(hdr + HEADER_LEN, 0);
-                sei::write_tag_nal(clip.codec, self.camera, self.frames_sent, &mut self.scratch);
+                // Capture order: with B-frames, sorting by presentation time sorts these.
+                let capture_no = self.frames_sent.saturating_add_signed(frame.capture_shift);
+                sei::write_tag_nal(clip.codec, self.camera, capture_no, &mut self.scratch);
                 sei_len = self.scratch.len() - hdr - HEADER_LEN;
                 let h = header(self.channel, marker, seq, ts, self.ssrc, sei_len);
                 self.scratch[hdr..hdr + HEADER_LEN].copy_from_slice(&h);
