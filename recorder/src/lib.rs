@@ -12,6 +12,7 @@
 //!     match item {
 //!         IngestItem::Frame(f) => { /* hand to storage; a new f.params Arc means new segment */ }
 //!         IngestItem::SessionEnded => { /* close the segment */ }
+//!         IngestItem::Reanchored { error_ms } => { /* record an event */ }
 //!     }
 //! }
 //! handle.stop().await;
