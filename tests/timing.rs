@@ -84,3 +84,47 @@ async fn b_frames_keep_presentation_order() {
     }
     sim.shutdown().await;
 }
+
+/// Acceptance (issue 8): RTP time jumping back and forward ends the run and re-anchors it to
+/// wall time with an event each; every recording stays within 1 s of wall time and no sample
+/// lasts under 1 ms or over 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_jumps_reanchor_to_wall_time() {
+    use understudy::camsim::Fault;
+    let sim = camsim(&[H264]).await;
+    let setup = Setup::new(1, "", &format!("[[camera]]\nchannel = 1\nurl = \"{}\"\n", sim.url(1)));
+    let started = understudy::commands::time::now_90k();
+    let mut child = setup.spawn_run();
+    let ok = wait_until_async(Duration::from_secs(60), || !setup.segment_files(1).is_empty()).await;
+    assert!(ok, "no recording: {}", setup.log());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sim.inject(1, Fault::RtpBack);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sim.inject(1, Fault::RtpForward);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let events = setup.api_get("/api/events?limit=1000").expect("events");
+    sigterm(&mut child);
+    let ended = understudy::commands::time::now_90k();
+    let reanchors: Vec<_> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "time_reanchored" && e["channel"] == 1)
+        .collect();
+    assert!(reanchors.len() >= 2, "expected a re-anchor per jump: {events}");
+    let recs = setup.recordings(1);
+    assert!(recs.len() >= 3, "a run per anchor: {recs:?}");
+    for r in &recs {
+        let (s, e) = (r["start_90k"].as_i64().unwrap(), r["end_90k"].as_i64().unwrap());
+        assert!(s >= started - 90_000 && e <= ended + 90_000, "recording {r} outside [{started}, {ended}]");
+    }
+    for f in setup.segment_files(1) {
+        ffmpeg_decodes(&f).unwrap();
+        let p = packets(&f);
+        for w in p.windows(2) {
+            let d = w[1].1 - w[0].1;
+            assert!((90..=900_000).contains(&d), "{}: sample duration {d} ticks", f.display());
+        }
+    }
+    sim.shutdown().await;
+}

@@ -107,6 +107,11 @@ impl RtpSender {
         self.frame_idx = 0;
     }
 
+    /// Moves RTP time by `by_90k` from the next frame on (a clock jump, for faults).
+    pub(crate) fn jump_rtp(&mut self, by_90k: i64) {
+        self.ts_base = self.ts_base.wrapping_add(by_90k as u32);
+    }
+
     fn rtp_timestamp(&self, cts_offset_90k: i64) -> u32 {
         // Truncation to 32 bits is the RTP timestamp's modular arithmetic.
         self.ts_base
