@@ -41,7 +41,8 @@ fn assert_b_frame_order(path: &Path) -> usize {
     assert!(p.iter().all(|(pts, dts)| pts >= dts), "{}: pts < dts in {p:?}", path.display());
     let tags: Vec<u64> = understudy::camsim::find_camsim_tags(&std::fs::read(path).unwrap()).into_iter().map(|(_, f)| f).collect();
     assert_eq!(tags.len(), p.len(), "{}: one SEI tag per sample", path.display());
-    assert!(tags.windows(2).any(|w| w[1] < w[0]), "{}: no reordering recorded", path.display());
+    // Any ten frames of these clips hold B-frames (a segment cut at stop may be shorter).
+    assert!(p.len() < 10 || tags.windows(2).any(|w| w[1] < w[0]), "{}: no reordering recorded", path.display());
     let mut by_pts: Vec<(i64, u64)> = p.iter().map(|x| x.0).zip(tags).collect();
     by_pts.sort();
     for w in by_pts.windows(2) {

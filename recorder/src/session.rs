@@ -85,13 +85,13 @@ pub(crate) struct Session {
     last_frame_at: Instant,
     params: Option<Arc<VideoParams>>,
     /// RTP time on the wall clock.
-    timeline: Timeline,
+    timeline: Box<Timeline>,
     /// Decode times of the current run (None between runs).
-    decode: Option<DecodeTimes>,
+    decode: Option<Box<DecodeTimes>>,
     /// The previous frame's RTP time as sent and as used (repeated timestamps are spread).
     last_rtp: Option<(i64, i64)>,
     /// A key frame that showed a time jump, to start the next run with.
-    pending_key: Option<VideoFrame>,
+    pending_key: Option<Box<VideoFrame>>,
 }
 
 async fn bounded<T>(
@@ -188,7 +188,7 @@ impl Session {
             stall_timeout: spec.stall_timeout,
             last_frame_at: Instant::now(),
             params,
-            timeline: Timeline::new(TimelineConfig::default()),
+            timeline: Box::new(Timeline::new(TimelineConfig::default())),
             decode: None,
             last_rtp: None,
             pending_key: None,
@@ -199,7 +199,7 @@ impl Session {
     /// stall timeout; retina has no such timeout of its own).
     pub(crate) async fn next_event(&mut self) -> Result<Event, SessionError> {
         if let Some(f) = self.pending_key.take() {
-            return self.on_frame(f);
+            return self.on_frame(*f);
         }
         loop {
             let deadline = self.last_frame_at + self.stall_timeout;
@@ -255,10 +255,10 @@ impl Session {
             _ => rtp_raw,
         };
         let decode = self.decode.get_or_insert_with(|| {
-            DecodeTimes::new(
+            Box::new(DecodeTimes::new(
                 reorder_depth_of(&params).unwrap_or(DEFAULT_DEPTH),
                 frame_90k,
-            )
+            ))
         });
         let window = (decode.depth() as i64 + 1) * frame_90k;
         let pts = match self.timeline.place(rtp, now_90k(), window) {
@@ -267,7 +267,7 @@ impl Session {
                 self.decode = None;
                 self.last_rtp = None;
                 if key {
-                    self.pending_key = Some(f);
+                    self.pending_key = Some(Box::new(f));
                 }
                 return Ok(Event::Reanchor { error_90k, loss });
             }

@@ -370,7 +370,7 @@ mod tests {
         let mut frags = Vec::new();
         for (i, p) in pts.iter().enumerate() {
             let dts = i as i64 * 3600;
-            let cts = (*p as i64 * 3600 - dts) as u32;
+            let cts = (*p * 3600 - dts) as u32;
             frags.extend(m.push_sample(dts, cts, i == 0, frame(i)));
         }
         frags.extend(m.flush());
