@@ -145,6 +145,7 @@ fn bench_export(c: &mut Criterion) {
         w.push(
             &params,
             InputFrame {
+                cts_offset: 0,
                 time_90k: START_90K + t,
                 key,
                 data,

@@ -56,7 +56,10 @@ impl RecordingChannel {
         let beat = writer_heartbeat.clone();
         let writer = std::thread::Builder::new()
             .name(format!("ch{channel:03}-writer"))
-            .spawn(move || thread_span.in_scope(|| writer_loop(rx, writer, channel, &thread_camera, &beat)))
+            .spawn({
+                let store = store.clone();
+                move || thread_span.in_scope(|| writer_loop(rx, writer, &store, channel, &thread_camera, &beat))
+            })
             .map_err(|source| StationError::Thread { channel, source })?;
         span.in_scope(|| info!(url = %cam.url, "channel started"));
         Ok(RecordingChannel { channel, camera, source_channel: cam.source_channel, owner: cam.owner.clone(), writer_heartbeat, ingest, writer, durable, span })
@@ -112,7 +115,7 @@ fn track_params(v: &VideoParams) -> TrackParams {
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The writer thread: pops frames and writes them until the queue closes.
-fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, channel: u32, camera: &str, heartbeat: &Heartbeat) {
+fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, store: &Store, channel: u32, camera: &str, heartbeat: &Heartbeat) {
     use tokio::sync::mpsc::error::TryRecvError;
     // The recorder hands the same `Arc<VideoParams>` until parameters change; map it once.
     let mut params: Option<(Arc<VideoParams>, Arc<TrackParams>)> = None;
@@ -136,9 +139,16 @@ fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, ch
                         t
                     }
                 };
-                writer.push(&tp, InputFrame { time_90k: f.time_90k, key: f.key, data: f.data })
+                writer.push(&tp, InputFrame { time_90k: f.time_90k, cts_offset: f.cts_offset, key: f.key, data: f.data })
             }
             IngestItem::SessionEnded => writer.end_run(),
+            IngestItem::Reanchored { error_ms } => {
+                let detail = serde_json::json!({ "camera": camera, "error_ms": error_ms });
+                if let Err(e) = store.add_event("time_reanchored", None, Some(channel), &detail) {
+                    warn!(channel, camera, error = %e, "could not record the re-anchor event");
+                }
+                Ok(())
+            }
         };
         if let Err(e) = result {
             // The store already closed the segment and will open a new one; say so and go on.

@@ -141,6 +141,7 @@ impl Channel {
                     self.stats.add_skipped_frame();
                 }
                 Ok(Event::Frame(first)) => return Phase::Recording { session, first },
+                Ok(Event::Reanchor { loss, .. }) => self.note_loss(loss),
                 Err(error) => return Phase::Backoff { error },
             }
         }
@@ -173,6 +174,14 @@ impl Channel {
             match event {
                 Ok(Event::Frame(f)) => next = Some(f),
                 Ok(Event::Skipped { loss }) => self.note_loss(loss),
+                Ok(Event::Reanchor { error_90k, loss }) => {
+                    self.note_loss(loss);
+                    if self.reanchor(error_90k).is_err() {
+                        break Phase::Stopped {
+                            why: "the consumer closed the ingest queue",
+                        };
+                    }
+                }
                 Err(error) => break Phase::Backoff { error },
             }
         };
@@ -192,6 +201,22 @@ impl Channel {
             "session ended"
         );
         end
+    }
+
+    /// Ends the run because RTP time and wall time disagree; the next run (from the next key
+    /// frame) is anchored to wall time again.
+    fn reanchor(&mut self, error_90k: i64) -> Result<(), ConsumerGone> {
+        let error_ms = error_90k / 90;
+        self.stats.add_reanchor();
+        warn!(
+            channel = self.spec.channel,
+            camera = %self.camera,
+            error_ms,
+            "camera time and wall time disagree; ending the run and re-anchoring to wall time"
+        );
+        self.gate.notify(IngestItem::Reanchored { error_ms })?;
+        self.gate.end_run();
+        Ok(())
     }
 
     fn deliver(&mut self, frame: Frame) -> Result<(), ConsumerGone> {

@@ -44,6 +44,10 @@ pub struct VideoParams {
     /// A whole `avc1`/`hvc1` `VisualSampleEntry` box (ISO/IEC 14496-12 section 12.1.3, with the
     /// `avcC`/`hvcC` configuration record of ISO/IEC 14496-15), ready to go into an `stsd`.
     pub sample_entry: Bytes,
+    /// The sequence parameter set NAL unit (header included), for the reorder depth.
+    pub sps: Option<Bytes>,
+    /// Frame duration the SPS declares (VUI timing), 90 kHz.
+    pub frame_90k: Option<i64>,
 }
 
 impl fmt::Debug for VideoParams {
@@ -72,9 +76,9 @@ pub enum ParamsError {
 impl VideoParams {
     /// Converts retina's parameters (for a stream set up with `FrameFormat::MP4`).
     pub fn from_retina(p: &VideoParameters) -> Result<Self, ParamsError> {
-        let codec = match p.codec_params() {
-            VideoParametersCodec::H264 { .. } => Codec::H264,
-            VideoParametersCodec::H265 { .. } => Codec::H265,
+        let (codec, sps) = match p.codec_params() {
+            VideoParametersCodec::H264 { sps, .. } => (Codec::H264, sps.clone()),
+            VideoParametersCodec::H265 { sps, .. } => (Codec::H265, sps.clone()),
             _ => return Err(ParamsError::UnsupportedCodec(p.rfc6381_codec().to_owned())),
         };
         let (w, h) = p.pixel_dimensions();
@@ -100,6 +104,13 @@ impl VideoParams {
             width,
             height,
             sample_entry: Bytes::from(sample_entry),
+            sps: Some(sps),
+            // `frame_rate` is a frame's duration in seconds as (numerator, denominator).
+            frame_90k: p
+                .frame_rate()
+                .filter(|&(n, d)| n > 0 && d > 0)
+                .map(|(n, d)| i64::from(n) * 90_000 / i64::from(d))
+                .filter(|&f| (90..=900_000).contains(&f)),
         })
     }
 }
@@ -107,9 +118,12 @@ impl VideoParams {
 /// One encoded picture (access unit).
 #[derive(Clone)]
 pub struct Frame {
-    /// Wall-clock time in 90 kHz units since the Unix epoch: the session's wall-clock anchor plus
-    /// the RTP timestamp's elapsed time. Strictly increasing within a session.
+    /// Decode time: wall-clock time in 90 kHz units since the Unix epoch. Strictly increasing
+    /// within a run, and never after the presentation time.
     pub time_90k: i64,
+    /// Presentation time minus decode time, 90 kHz units (0 unless pictures are reordered, as
+    /// with B-frames). The presentation time is the RTP timestamp placed on the wall clock.
+    pub cts_offset: u32,
     /// An IDR / IRAP picture: decoding can start here.
     pub key: bool,
     /// NAL units, each prefixed by a 4-byte big-endian length (ISO/IEC 14496-15 sample format).
@@ -139,4 +153,8 @@ pub enum IngestItem {
     /// The run of frames ended (error, stall, stop, or frames dropped on overflow): the consumer
     /// should close its segment. The next frame, if any, is a key frame.
     SessionEnded,
+    /// The camera's RTP time and the wall clock disagreed by `error_ms` (wall minus RTP-derived
+    /// time; negative: the camera ran ahead), so the run is ended and the next one re-anchored
+    /// to wall time. Precedes that run's `SessionEnded`; for the consumer's event log.
+    Reanchored { error_ms: i64 },
 }

@@ -65,6 +65,15 @@ impl Gate {
         }
     }
 
+    /// Tells the consumer something that is not a frame, if the queue has room (best effort:
+    /// a full queue is already losing frames, and says so).
+    pub(crate) fn notify(&mut self, item: IngestItem) -> Result<(), ConsumerGone> {
+        match self.out.try_send(item) {
+            Err(TrySendError::Closed(_)) => Err(ConsumerGone),
+            _ => Ok(()),
+        }
+    }
+
     /// Offers a frame to the consumer; drops it (and counts it) if it cannot be delivered now.
     pub(crate) fn push(&mut self, frame: Frame) -> Result<(), ConsumerGone> {
         match self.state {
@@ -188,6 +197,7 @@ mod tests {
     fn frame(time_90k: i64, key: bool) -> Frame {
         Frame {
             time_90k,
+            cts_offset: 0,
             key,
             data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
             params: Arc::new(VideoParams {
@@ -196,6 +206,8 @@ mod tests {
                 width: 320,
                 height: 240,
                 sample_entry: Bytes::new(),
+                sps: None,
+                frame_90k: None,
             }),
             loss: 0,
         }
@@ -215,6 +227,7 @@ mod tests {
                 IngestItem::Frame(f) if f.key => 'K',
                 IngestItem::Frame(_) => 'P',
                 IngestItem::SessionEnded => 'E',
+                IngestItem::Reanchored { .. } => 'R',
             });
         }
         s

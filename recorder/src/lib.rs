@@ -12,6 +12,7 @@
 //!     match item {
 //!         IngestItem::Frame(f) => { /* hand to storage; a new f.params Arc means new segment */ }
 //!         IngestItem::SessionEnded => { /* close the segment */ }
+//!         IngestItem::Reanchored { error_ms } => { /* record an event */ }
 //!     }
 //! }
 //! handle.stop().await;
@@ -29,6 +30,8 @@ mod channel;
 mod frame;
 mod gate;
 mod ratelimit;
+mod reorder;
+mod timeline;
 mod session;
 mod spec;
 mod stats;

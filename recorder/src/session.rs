@@ -12,7 +12,9 @@ use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoFrame};
 use tokio::time::Instant;
 
 use crate::frame::{Frame, ParamsError, VideoParams};
+use crate::reorder::{reorder_depth, DecodeTimes, DEFAULT_DEPTH};
 use crate::spec::ChannelSpec;
+use crate::timeline::{Placement, Timeline, TimelineConfig};
 
 const TIMEBASE: i64 = 90_000;
 
@@ -69,6 +71,9 @@ pub(crate) enum Event {
     Frame(Frame),
     /// A frame discarded before the session's first key frame (or before parameters are known).
     Skipped { loss: u64 },
+    /// RTP time and wall time disagreed by `error_90k`: the run ends here; the next `Frame`
+    /// (a key frame, possibly the one that showed the jump) starts a new one.
+    Reanchor { error_90k: i64, loss: u64 },
 }
 
 /// A playing session.
@@ -79,9 +84,14 @@ pub(crate) struct Session {
     stall_timeout: Duration,
     last_frame_at: Instant,
     params: Option<Arc<VideoParams>>,
-    /// Wall-clock time (90 kHz since the epoch) at RTP elapsed time 0; set at the first key frame.
-    anchor_90k: Option<i64>,
-    last_time_90k: Option<i64>,
+    /// RTP time on the wall clock.
+    timeline: Box<Timeline>,
+    /// Decode times of the current run (None between runs).
+    decode: Option<Box<DecodeTimes>>,
+    /// The previous frame's RTP time as sent and as used (repeated timestamps are spread).
+    last_rtp: Option<(i64, i64)>,
+    /// A key frame that showed a time jump, to start the next run with.
+    pending_key: Option<Box<VideoFrame>>,
 }
 
 async fn bounded<T>(
@@ -178,14 +188,19 @@ impl Session {
             stall_timeout: spec.stall_timeout,
             last_frame_at: Instant::now(),
             params,
-            anchor_90k: None,
-            last_time_90k: None,
+            timeline: Box::new(Timeline::new(TimelineConfig::default())),
+            decode: None,
+            last_rtp: None,
+            pending_key: None,
         })
     }
 
     /// The next frame, or an error when the session ends (including a stall: no frame within the
     /// stall timeout; retina has no such timeout of its own).
     pub(crate) async fn next_event(&mut self) -> Result<Event, SessionError> {
+        if let Some(f) = self.pending_key.take() {
+            return self.on_frame(*f);
+        }
         loop {
             let deadline = self.last_frame_at + self.stall_timeout;
             let item = match tokio::time::timeout_at(deadline, self.demuxed.next()).await {
@@ -228,20 +243,42 @@ impl Session {
         };
         let key = f.is_random_access_point();
         let ts = f.timestamp();
-        let elapsed_90k = to_90k(ts.elapsed(), ts.clock_rate().get());
-        let anchor = match self.anchor_90k {
-            Some(a) => a,
-            None if key => {
-                let a = now_90k() - elapsed_90k;
-                self.anchor_90k = Some(a);
-                a
-            }
-            None => return Ok(Event::Skipped { loss }),
+        let rtp_raw = to_90k(ts.elapsed(), ts.clock_rate().get());
+        if !self.timeline.is_anchored() && !key {
+            return Ok(Event::Skipped { loss });
+        }
+        let frame_90k = frame_duration_90k(&params);
+        // A repeated timestamp (a camera bug; B-frames never repeat one) is spread by the
+        // frame rate instead of piling frames onto one instant.
+        let rtp = match self.last_rtp {
+            Some((raw, used)) if raw == rtp_raw => used + frame_90k,
+            _ => rtp_raw,
         };
-        let time_90k = next_time(anchor + elapsed_90k, self.last_time_90k);
-        self.last_time_90k = Some(time_90k);
+        let decode = self.decode.get_or_insert_with(|| {
+            Box::new(DecodeTimes::new(
+                reorder_depth_of(&params).unwrap_or(DEFAULT_DEPTH),
+                frame_90k,
+            ))
+        });
+        let window = (decode.depth() as i64 + 1) * frame_90k;
+        let pts = match self.timeline.place(rtp, now_90k(), window) {
+            Placement::At(t) => t,
+            Placement::Jump { error_90k } => {
+                self.decode = None;
+                self.last_rtp = None;
+                if key {
+                    self.pending_key = Some(Box::new(f));
+                }
+                return Ok(Event::Reanchor { error_90k, loss });
+            }
+        };
+        self.last_rtp = Some((rtp_raw, rtp));
+        let placed = decode.place(pts);
+        let time_90k = placed.dts;
+        let cts_offset = u32::try_from(placed.pts - placed.dts).unwrap_or(u32::MAX);
         Ok(Event::Frame(Frame {
             time_90k,
+            cts_offset,
             key,
             data: bytes::Bytes::from(f.into_data()),
             params,
@@ -266,14 +303,14 @@ fn now_90k() -> i64 {
     i64::try_from(d.as_nanos() * 90 / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// Keeps times strictly increasing within a session: a frame whose RTP timestamp does not
-/// advance (B-frames, camera bugs) gets one tick past the previous frame. The anchor is left
-/// alone so one odd timestamp does not shift the frames after it.
-fn next_time(computed: i64, last: Option<i64>) -> i64 {
-    match last {
-        Some(last) if computed <= last => last + 1,
-        _ => computed,
-    }
+/// One frame's duration from the stream's declared frame rate, else 25 fps.
+fn frame_duration_90k(p: &VideoParams) -> i64 {
+    p.frame_90k.unwrap_or(3600)
+}
+
+/// The reorder depth the stream's SPS declares.
+fn reorder_depth_of(p: &VideoParams) -> Option<usize> {
+    reorder_depth(p.codec, p.sps.as_deref()?)
 }
 
 #[cfg(test)]
@@ -291,14 +328,6 @@ mod tests {
             now > 1_577_836_800 * 90_000 && now < 4_102_444_800 * 90_000,
             "{now}"
         );
-    }
-
-    #[test]
-    fn times_strictly_increase() {
-        assert_eq!(next_time(100, None), 100);
-        assert_eq!(next_time(100, Some(99)), 100);
-        assert_eq!(next_time(100, Some(100)), 101);
-        assert_eq!(next_time(50, Some(100)), 101);
     }
 
     #[test]

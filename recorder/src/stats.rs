@@ -65,6 +65,8 @@ pub struct ChannelSnapshot {
     pub fps: f64,
     pub lost_packets: u64,
     pub reconnects: u64,
+    /// Runs ended because the camera's RTP time and wall time disagreed (jump, reboot, drift).
+    pub reanchors: u64,
     /// GOPs (whole, or their tail from the first frame that did not fit) dropped because the
     /// queue was full.
     pub dropped_gops: u64,
@@ -110,6 +112,7 @@ pub struct ChannelStats {
     bytes: AtomicU64,
     lost_packets: AtomicU64,
     reconnects: AtomicU64,
+    reanchors: AtomicU64,
     dropped_gops: AtomicU64,
     dropped_frames: AtomicU64,
     skipped_frames: AtomicU64,
@@ -126,6 +129,7 @@ impl ChannelStats {
             bytes: AtomicU64::new(0),
             lost_packets: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            reanchors: AtomicU64::new(0),
             dropped_gops: AtomicU64::new(0),
             dropped_frames: AtomicU64::new(0),
             skipped_frames: AtomicU64::new(0),
@@ -185,6 +189,7 @@ impl ChannelStats {
             fps,
             lost_packets: self.lost_packets.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            reanchors: self.reanchors.load(Ordering::Relaxed),
             dropped_gops,
             dropped_frames,
             skipped_frames,
@@ -237,6 +242,10 @@ impl ChannelStats {
 
     pub(crate) fn add_reconnect(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_reanchor(&self) {
+        self.reanchors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn add_session(&self) {

@@ -33,7 +33,7 @@ async fn full_queue_drops_whole_gops_and_resumes_at_a_key_frame() {
     for i in 0..50 {
         match next_item(&mut rx2).await {
             IngestItem::Frame(f) => assert!(i > 0 || f.key),
-            IngestItem::SessionEnded => panic!("channel 2 ended a run"),
+            other => panic!("channel 2: unexpected {other:?}"),
         }
     }
     let snap2 = other.stats.snapshot();
@@ -52,7 +52,7 @@ async fn full_queue_drops_whole_gops_and_resumes_at_a_key_frame() {
     for (i, item) in items.iter().enumerate() {
         match item {
             IngestItem::Frame(f) => assert!(f.key == (i == 0), "frame {i} key={}", f.key),
-            IngestItem::SessionEnded => panic!("SessionEnded at {i}, before any overflow"),
+            other => panic!("{other:?} at {i}, before any overflow"),
         }
     }
     let IngestItem::Frame(last_before) = &items[4] else {
@@ -79,6 +79,7 @@ async fn full_queue_drops_whole_gops_and_resumes_at_a_key_frame() {
                 prev = f;
             }
             IngestItem::SessionEnded => after_gap = true,
+            other => panic!("unexpected {other:?}"),
         }
     }
     handle.stop().await;

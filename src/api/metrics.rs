@@ -139,6 +139,7 @@ fn collect(st: &ApiState) -> Families {
         f.add("channel_durable_bytes", "Segment file bytes fsynced and cataloged.", l(), Value::Counter(d.bytes_durable()));
         f.add("channel_lost_packets", "RTP packets lost (sequence gaps).", l(), Value::Counter(s.lost_packets));
         f.add("channel_reconnects", "Reconnections to the camera.", l(), Value::Counter(s.reconnects));
+        f.add("channel_reanchors", "Runs ended because camera time and wall time disagreed.", l(), Value::Counter(s.reanchors));
         f.add("channel_dropped_gops", "GOPs dropped because the disk side fell behind.", l(), Value::Counter(s.dropped_gops));
         f.add("channel_dropped_frames", "Frames dropped because the disk side fell behind.", l(), Value::Counter(s.dropped_frames));
         f.add("channel_write_errors", "Write, fsync and segment-creation errors of the channel.", l(), Value::Counter(d.write_errors()));

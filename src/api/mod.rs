@@ -90,6 +90,7 @@ struct ChannelView {
     durable_frames: u64,
     lost_packets: u64,
     reconnects: u64,
+    reanchors: u64,
     dropped_gops: u64,
     last_error: Option<String>,
 }
@@ -122,13 +123,14 @@ async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
                 durable_frames: d.frames_durable(),
                 lost_packets: s.lost_packets,
                 reconnects: s.reconnects,
+                reanchors: s.reanchors,
                 dropped_gops: s.dropped_gops,
                 last_error: s.last_error.clone(),
             },
             None => ChannelView {
                 channel: ch, owner: None, source_channel: None, camera: None, state: "idle".into(), reason: None,
                 seconds_since_durable: None, bitrate_bps: 0, fps: 0.0,
-                frames: 0, bytes: 0, durable_frames: 0, lost_packets: 0, reconnects: 0, dropped_gops: 0, last_error: None,
+                frames: 0, bytes: 0, durable_frames: 0, lost_packets: 0, reconnects: 0, reanchors: 0, dropped_gops: 0, last_error: None,
             },
         };
         channels.push(view);

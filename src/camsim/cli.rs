@@ -41,7 +41,7 @@ pub struct CamsimArgs {
     #[arg(long, value_enum, default_value = "digest")]
     pub auth: AuthScheme,
     /// Inject a fault: CAM:KIND@SECS, e.g. 2:drop-mid-gop@10 (repeatable). KIND is one of
-    /// stall, drop-mid-gop, garbage, reject-auth, change-params.
+    /// stall, drop-mid-gop, garbage, reject-auth, change-params, rtp-back, rtp-forward.
     #[arg(long = "fault", value_name = "CAM:KIND@SECS")]
     pub faults: Vec<FaultSpec>,
     /// Close connections that send nothing for this many seconds.

@@ -24,6 +24,9 @@ pub(crate) struct Frame {
     pub duration_90k: u64,
     /// Composition offset (presentation − decode time), 90 kHz; 0 without B-frames.
     pub cts_offset_90k: i64,
+    /// This frame's place in presentation (capture) order minus its place in decode order
+    /// within the clip; 0 without B-frames. The SEI tag carries capture numbers.
+    pub capture_shift: i64,
     pub is_key: bool,
 }
 
@@ -103,8 +106,17 @@ impl Clip {
                 param_packets,
                 duration_90k: end_90k - start_90k,
                 cts_offset_90k: scale_signed(sample.cts_offset, track.timescale),
+                capture_shift: 0,
                 is_key: sample.is_sync,
             });
+        }
+        let mut by_pts: Vec<usize> = (0..frames.len()).collect();
+        by_pts.sort_by_key(|&i| {
+            let s = &track.samples[i];
+            (i128::from(s.dts) + i128::from(s.cts_offset), i)
+        });
+        for (rank, &i) in by_pts.iter().enumerate() {
+            frames[i].capture_shift = rank as i64 - i as i64;
         }
 
         let store = Bytes::from(store);

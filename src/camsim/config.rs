@@ -105,16 +105,22 @@ pub enum Fault {
     /// switch at their next frame, which is the new clip's key frame with its parameter sets
     /// in-band before it.
     ChangeParams,
+    /// Playing sessions' RTP timestamps jump back by 5 s (a camera reboot, a server re-base).
+    RtpBack,
+    /// Playing sessions' RTP timestamps jump forward by 10 s.
+    RtpForward,
 }
 
 impl Fault {
     /// Every fault, for listings and help texts.
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 7] = [
         Fault::Stall,
         Fault::DropMidGop,
         Fault::Garbage,
         Fault::RejectAuth,
         Fault::ChangeParams,
+        Fault::RtpBack,
+        Fault::RtpForward,
     ];
 
     /// The CLI name (kebab-case), e.g. `drop-mid-gop`.
@@ -125,6 +131,8 @@ impl Fault {
             Fault::Garbage => "garbage",
             Fault::RejectAuth => "reject-auth",
             Fault::ChangeParams => "change-params",
+            Fault::RtpBack => "rtp-back",
+            Fault::RtpForward => "rtp-forward",
         }
     }
 }

@@ -248,6 +248,8 @@ impl Conn {
                 }
                 Fault::ChangeParams => p.setup.sender.switch_clip(camera.clip()),
                 Fault::RejectAuth => {} // acts on new DESCRIBEs only
+                Fault::RtpBack => p.setup.sender.jump_rtp(-5 * 90_000),
+                Fault::RtpForward => p.setup.sender.jump_rtp(10 * 90_000),
             }
         }
         if stall {

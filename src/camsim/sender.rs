@@ -107,6 +107,11 @@ impl RtpSender {
         self.frame_idx = 0;
     }
 
+    /// Moves RTP time by `by_90k` from the next frame on (a clock jump, for faults).
+    pub(crate) fn jump_rtp(&mut self, by_90k: i64) {
+        self.ts_base = self.ts_base.wrapping_add(by_90k as u32);
+    }
+
     fn rtp_timestamp(&self, cts_offset_90k: i64) -> u32 {
         // Truncation to 32 bits is the RTP timestamp's modular arithmetic.
         self.ts_base
@@ -140,7 +145,9 @@ impl RtpSender {
             if i == sei_at {
                 let hdr = self.scratch.len();
                 self.scratch.resize(hdr + HEADER_LEN, 0);
-                sei::write_tag_nal(clip.codec, self.camera, self.frames_sent, &mut self.scratch);
+                // Capture order: with B-frames, sorting by presentation time sorts these.
+                let capture_no = self.frames_sent.saturating_add_signed(frame.capture_shift);
+                sei::write_tag_nal(clip.codec, self.camera, capture_no, &mut self.scratch);
                 sei_len = self.scratch.len() - hdr - HEADER_LEN;
                 let h = header(self.channel, marker, seq, ts, self.ssrc, sei_len);
                 self.scratch[hdr..hdr + HEADER_LEN].copy_from_slice(&h);

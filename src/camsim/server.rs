@@ -100,7 +100,7 @@ impl Camera {
                 info!(camera = self.id, %fault, clip = %next.path.display(),
                       width = next.width, height = next.height, "switching clip");
             }
-            Fault::Stall | Fault::DropMidGop | Fault::Garbage => {
+            Fault::Stall | Fault::DropMidGop | Fault::Garbage | Fault::RtpBack | Fault::RtpForward => {
                 info!(camera = self.id, %fault, "injecting into playing sessions");
             }
         }

@@ -21,8 +21,12 @@ pub struct TrackParams {
 /// One video frame (access unit) to record.
 #[derive(Clone, Debug)]
 pub struct InputFrame {
-    /// Presentation time in 90 kHz units since the Unix epoch (wall clock anchored at session start).
+    /// Decode time in 90 kHz units since the Unix epoch (wall clock anchored at session start);
+    /// increasing from frame to frame. Equal to the presentation time unless the stream
+    /// reorders pictures (B-frames).
     pub time_90k: i64,
+    /// Presentation time minus decode time, 90 kHz units (0 without reordering).
+    pub cts_offset: u32,
     /// True for a random access point (IDR / IRAP).
     pub key: bool,
     /// The access unit as MP4 wants it: NAL units each preceded by a 4-byte big-endian length.

@@ -59,6 +59,7 @@ fn child(dir: &Path) {
     for w in &mut writers {
         for (rel, key, data) in clip.frames.iter().take(50) {
             let f = InputFrame {
+                cts_offset: 0,
                 time_90k: base + clip_len + rel,
                 key: *key,
                 data: data.clone(),

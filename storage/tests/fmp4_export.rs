@@ -6,7 +6,10 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
-use fmp4_support::{assert_decodes_clean, load_clip, packet_times, probe, write_segment, Clip};
+use fmp4_support::{
+    assert_decodes_clean, load_clip, packet_pts_dts, packet_times, probe, write_segment,
+    write_segment_with_cts, Clip,
+};
 use understudy_storage::fmp4::{
     read_fragment_samples, scan, write_export, ExportPiece, ExportSummary,
 };
@@ -162,4 +165,51 @@ fn export_before_the_first_key_frame_starts_at_it() {
     let after = write_export(&mut sink, &clip.params, &[], T0, T0 + 1, &mut |_, _| {});
     assert_eq!(after.unwrap_err().kind(), std::io::ErrorKind::NotFound);
     assert!(sink.is_empty());
+}
+
+#[test]
+fn composition_offsets_survive_segments_and_export() {
+    // 100 frames with B-frames (key frames at 0 and 50), as two segment files.
+    let dir = tempfile::tempdir().unwrap();
+    let clip = load_clip("h264-bframes-360p25.mp4");
+    assert!(clip.cts.iter().any(|&c| c != clip.cts[0]), "clip reorders");
+    let mut pieces = Vec::new();
+    for (name, range) in [("a.mp4", 0..50), ("b.mp4", 50..100)] {
+        let path = dir.path().join(name);
+        write_segment_with_cts(
+            &path,
+            &clip.params,
+            &clip.frames[range.clone()],
+            &clip.cts[range.clone()],
+        );
+        let fragments = scan(&path).unwrap().fragments;
+        // Read back: the offsets written are the clip's.
+        let file = File::open(&path).unwrap();
+        let got: Vec<u32> = fragments
+            .iter()
+            .flat_map(|f| read_fragment_samples(&file, f).unwrap())
+            .map(|(m, _)| m.cts_offset as u32)
+            .collect();
+        assert_eq!(got, clip.cts[range.clone()]);
+        pieces.push(ExportPiece {
+            path,
+            start_90k: T0 + clip.frames[range.start].0,
+            fragments,
+        });
+    }
+    let end = T0 + 100 * FRAME;
+    let (path, summary) = export(dir.path(), &clip, &pieces, T0, end);
+    assert_eq!(summary.frames, 100);
+    assert_decodes_clean(&path);
+    let packets = packet_pts_dts(&path);
+    assert_eq!(packets.len(), 100);
+    for w in packets.windows(2) {
+        assert!(w[1].1 > w[0].1, "decode times increase: {w:?}");
+    }
+    assert!(packets.iter().all(|(pts, dts)| pts >= dts), "{packets:?}");
+    // Presentation times are the clip's, frame by frame (no edit list: decode time 0 is 0).
+    for (i, (pts, _)) in packets.iter().enumerate() {
+        let want = (clip.frames[i].0 as f64 + f64::from(clip.cts[i])) / 90_000.0;
+        assert!((pts - want).abs() < 0.001, "frame {i}: {pts} vs {want}");
+    }
 }

@@ -208,6 +208,7 @@ fn open_segments_params_changes_and_runs() {
         w.push(
             &a.params,
             InputFrame {
+                cts_offset: 0,
                 time_90k: base - 20 * 90_000 + rel,
                 key: false,
                 data: data.clone(),
@@ -239,6 +240,7 @@ fn open_segments_params_changes_and_runs() {
         w.push(
             &b_params,
             InputFrame {
+                cts_offset: 0,
                 time_90k: next + rel,
                 key: *key,
                 data: data.clone(),

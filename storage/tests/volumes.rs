@@ -157,6 +157,7 @@ fn read_only_view_and_reindex_while_recording() {
     w.push(
         &clip.params,
         understudy_storage::InputFrame {
+            cts_offset: 0,
             time_90k: next,
             key,
             data,

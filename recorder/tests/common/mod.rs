@@ -173,7 +173,7 @@ pub async fn next_item(rx: &mut mpsc::Receiver<IngestItem>) -> IngestItem {
 pub async fn next_frame(rx: &mut mpsc::Receiver<IngestItem>) -> Frame {
     match next_item(rx).await {
         IngestItem::Frame(f) => f,
-        IngestItem::SessionEnded => panic!("unexpected SessionEnded"),
+        other => panic!("unexpected {other:?}"),
     }
 }
 

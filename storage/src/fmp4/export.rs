@@ -117,7 +117,10 @@ pub fn write_export(
             if t >= to_90k {
                 break 'fragments;
             }
-            if let Some(done) = muxer.push(t.saturating_sub(export_start), meta.key, data) {
+            let cts = u32::try_from(meta.cts_offset).unwrap_or(0);
+            if let Some(done) =
+                muxer.push_sample(t.saturating_sub(export_start), cts, meta.key, data)
+            {
                 write_fragment(out, &done, &mut bytes)?;
             }
             frames += 1;

@@ -17,6 +17,9 @@ pub struct SampleMeta {
     pub size: u32,
     /// Random access point (sync sample).
     pub key: bool,
+    /// Composition time offset in 90 kHz units: presentation time minus decode time (non-zero
+    /// for reordered streams, e.g. B-frames). Never negative in the files we write.
+    pub cts_offset: i32,
 }
 
 /// What `scan` found about one complete `moof`+`mdat` pair.

@@ -108,7 +108,7 @@ pub(crate) fn parse_moof(
 
     // TrackRunBox (§8.8.8).
     let mut f = Fields::new(trun, "trun");
-    let (_, tr_flags) = f.version_flags()?;
+    let (tr_version, tr_flags) = f.version_flags()?;
     let count = f.u32()?;
     if count == 0 {
         return Err("'trun' has no samples".to_owned());
@@ -165,9 +165,16 @@ pub(crate) fn parse_moof(
             (false, Some(first)) if i == 0 => first,
             _ => default_flags,
         };
-        if has_cts {
-            f.u32()?;
-        }
+        // Version 0 offsets are unsigned, version 1 signed (§8.8.8.2).
+        let cts_offset = match (has_cts, tr_version) {
+            (false, _) => 0,
+            (true, 0) => {
+                let v = f.u32()?;
+                i32::try_from(v)
+                    .map_err(|_| format!("'trun' sample {i}: composition offset {v} too large"))?
+            }
+            (true, _) => f.u32()? as i32,
+        };
         let key = flags & FLAG_IS_NON_SYNC == 0;
         if i == 0 {
             starts_with_key = key;
@@ -178,6 +185,7 @@ pub(crate) fn parse_moof(
             duration: d,
             size,
             key,
+            cts_offset,
         });
     }
     if data_len != payload.len {
@@ -241,11 +249,13 @@ mod tests {
                 duration: 3600,
                 size: 10,
                 key: true,
+                cts_offset: 0,
             },
             SampleMeta {
                 duration: 3000,
                 size: 5,
                 key: false,
+                cts_offset: 5400,
             },
         ];
         let buf = encode_fragment(3, 90_000, &samples).unwrap();
@@ -269,6 +279,7 @@ mod tests {
             duration: 3600,
             size: 10,
             key: false,
+            cts_offset: 0,
         }];
         let buf = encode_fragment(1, 0, &samples).unwrap();
         assert!(parse(&buf, 0, 11).is_err(), "size mismatch");

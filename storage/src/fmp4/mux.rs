@@ -48,6 +48,8 @@ impl Fragment {
 struct Held {
     /// Effective decode time (after clamping), 90 kHz.
     time: u64,
+    /// Presentation time as given (decode time plus composition offset), 90 kHz.
+    pts: i64,
     key: bool,
     data: Bytes,
 }
@@ -97,10 +99,24 @@ impl FragmentMuxer {
     /// completed by this frame, if it triggered a cut (before a key frame, or once the pending
     /// media reaches `max_fragment_90k`). The frame itself is held until the next push or flush.
     pub fn push(&mut self, time: i64, key: bool, data: Bytes) -> Option<Fragment> {
+        self.push_sample(time, 0, key, data)
+    }
+
+    /// As [`FragmentMuxer::push`], for a frame presented `cts_offset` after its decode `time`
+    /// (reordered streams). If clamping moves the decode time forward, the offset shrinks so the
+    /// presentation time stays put (but never below the decode time).
+    pub fn push_sample(
+        &mut self,
+        time: i64,
+        cts_offset: u32,
+        key: bool,
+        data: Bytes,
+    ) -> Option<Fragment> {
         if u32::try_from(data.len()).is_err() {
             error!(time, bytes = data.len(), "dropping frame larger than 4 GiB");
             return None;
         }
+        let given = time;
         let time = match self.held.take() {
             Some(held) => {
                 let delta = time.saturating_sub(held.time.try_into().unwrap_or(i64::MAX));
@@ -119,7 +135,13 @@ impl FragmentMuxer {
         } else {
             None
         };
-        self.held = Some(Held { time, key, data });
+        let pts = time_pts(given, cts_offset).max(i64::try_from(time).unwrap_or(i64::MAX));
+        self.held = Some(Held {
+            time,
+            pts,
+            key,
+            data,
+        });
         cut
     }
 
@@ -169,10 +191,15 @@ impl FragmentMuxer {
         if p.samples.is_empty() {
             p.base_time = held.time;
         }
+        // Non-negative (`pts` is at least `time`); offsets past i32 are absurd and clamped.
+        let cts = held
+            .pts
+            .saturating_sub(i64::try_from(held.time).unwrap_or(i64::MAX));
         p.samples.push(SampleMeta {
             duration,
             size: held.data.len() as u32,
             key: held.key,
+            cts_offset: i32::try_from(cts).unwrap_or(i32::MAX),
         });
         p.duration += u64::from(duration);
         p.bytes += held.data.len() as u64;
@@ -215,6 +242,11 @@ impl FragmentMuxer {
             starts_with_key,
         })
     }
+}
+
+/// The presentation time of a frame given at decode time `given` with `cts_offset`.
+fn time_pts(given: i64, cts_offset: u32) -> i64 {
+    given.saturating_add(i64::from(cts_offset))
 }
 
 /// A sample duration from the gap to the next frame: at least 1, at most `u32::MAX`.
@@ -327,6 +359,39 @@ mod tests {
         assert_eq!(durations[..5], [3600, 1, 1, 3598, u32::MAX]);
         assert_eq!(durations.len(), frames.len());
         assert_eq!(frags[0].base_time, 0);
+    }
+
+    #[test]
+    fn composition_offsets_keep_presentation_times() {
+        // I0 P3 B1 B2 P6 B4 B5 in decode order, decode times one frame apart, two frames of
+        // reorder delay: presentation = decode + offset.
+        let pts = [2, 5, 3, 4, 8, 6, 7];
+        let mut m = FragmentMuxer::new(90_000);
+        let mut frags = Vec::new();
+        for (i, p) in pts.iter().enumerate() {
+            let dts = i as i64 * 3600;
+            let cts = (*p * 3600 - dts) as u32;
+            frags.extend(m.push_sample(dts, cts, i == 0, frame(i)));
+        }
+        frags.extend(m.flush());
+        let got: Vec<i64> = frags
+            .iter()
+            .flat_map(|f| {
+                let mut t = f.base_time as i64;
+                f.samples.iter().map(move |s| {
+                    let p = t + i64::from(s.cts_offset);
+                    t += i64::from(s.duration);
+                    p / 3600
+                })
+            })
+            .collect();
+        assert_eq!(got, pts);
+        // A decode time moved forward by clamping keeps its presentation time where possible.
+        let mut m = FragmentMuxer::new(90_000);
+        m.push_sample(1000, 0, true, frame(0));
+        m.push_sample(500, 1000, false, frame(1)); // moved to 1001, presented at 1500
+        let f = m.flush().unwrap();
+        assert_eq!(f.samples[1].cts_offset, 499);
     }
 
     #[test]

@@ -25,9 +25,13 @@ pub const FLAG_IS_NON_SYNC: u32 = 0x0001_0000;
 const TFHD_DEFAULT_BASE_IS_MOOF: u32 = 0x02_0000;
 /// `trun` flags (§8.8.8.1): data-offset, sample-duration, sample-size, sample-flags present.
 const TRUN_FLAGS: u32 = 0x00_0001 | 0x00_0100 | 0x00_0200 | 0x00_0400;
+/// `trun` flag: sample-composition-time-offsets present.
+pub(crate) const TRUN_CTS_PRESENT: u32 = 0x00_0800;
 
 /// Bytes of one `trun` sample record with the flags above.
 const TRUN_RECORD: usize = 12;
+/// Bytes a composition time offset adds to each record.
+const TRUN_CTS_FIELD: usize = 4;
 /// `moof` bytes that do not depend on the sample count: moof(8) + mfhd(16) + traf(8) +
 /// tfhd(16) + tfdt v1(20) + trun header(8 + 4 + 4 + 4).
 const MOOF_FIXED: usize = 8 + 16 + 8 + 16 + 20 + 20;
@@ -148,14 +152,29 @@ pub fn encode_init(params: &TrackParams) -> Result<Vec<u8>, EncodeError> {
     Ok(buf)
 }
 
-/// Total size of the `moof` plus `mdat` header for `sample_count` samples.
-pub fn fragment_header_len(sample_count: usize) -> usize {
-    MOOF_FIXED + TRUN_RECORD * sample_count + MDAT_HEADER_LEN
+/// Total size of the `moof` plus `mdat` header for `sample_count` samples, with or without
+/// composition time offsets.
+pub fn fragment_header_len(sample_count: usize, with_cts: bool) -> usize {
+    MOOF_FIXED + record_len(with_cts) * sample_count + MDAT_HEADER_LEN
+}
+
+fn record_len(with_cts: bool) -> usize {
+    TRUN_RECORD + if with_cts { TRUN_CTS_FIELD } else { 0 }
 }
 
 /// A `moof` and the 8-byte `mdat` header for `samples`; the caller writes the sample data
 /// (in order, concatenated) right after the returned bytes. `sequence` starts at 1 per file;
 /// `base_time` is the `tfdt` in 90 kHz units from the segment's start.
+///
+/// Composition time offsets (presentation minus decode time, for reordered streams such as
+/// B-frames) are written only when some sample has one, in a version 0 `trun`: unsigned
+/// offsets, so every presentation time is at or after its decode time. Decode times are the
+/// ones that lead: the file's timeline is wall-clock time, a picture is presented at the time
+/// it was captured, and its decode time comes up to the reorder depth earlier. That needs no
+/// edit list (which would sit in the `moov`, written before the first offset is known, and
+/// would shift presentation away from wall-clock time and from any other track), and unlike
+/// version 1's negative offsets every reader (ffmpeg, Chromium's MSE, the `mp4` crate) takes
+/// it as it stands without a decode-time shift of its own.
 ///
 /// One allocation, sized exactly.
 pub fn encode_fragment(
@@ -167,7 +186,14 @@ pub fn encode_fragment(
         return Err(EncodeError(format!("fragment {sequence} has no samples")));
     }
     let data_len: u64 = samples.iter().map(|s| u64::from(s.size)).sum();
-    let total = fragment_header_len(samples.len());
+    let with_cts = samples.iter().any(|s| s.cts_offset != 0);
+    if let Some(s) = samples.iter().find(|s| s.cts_offset < 0) {
+        return Err(EncodeError(format!(
+            "fragment {sequence}: negative composition offset {}",
+            s.cts_offset
+        )));
+    }
+    let total = fragment_header_len(samples.len(), with_cts);
     let moof_len = total - MDAT_HEADER_LEN;
     let mdat_len = u32::try_from(data_len + MDAT_HEADER_LEN as u64).map_err(|_| {
         EncodeError(format!(
@@ -182,7 +208,7 @@ pub fn encode_fragment(
     })?;
     let count = samples.len() as u32; // bounded by moof_len32 above
     let traf_len = (moof_len - 8 - 16) as u32;
-    let trun_len = (20 + TRUN_RECORD * samples.len()) as u32;
+    let trun_len = (20 + record_len(with_cts) * samples.len()) as u32;
 
     let mut b = Vec::with_capacity(total);
     // MovieFragmentBox (§8.8.4).
@@ -203,7 +229,8 @@ pub fn encode_fragment(
     b.extend_from_slice(&base_time.to_be_bytes());
     // TrackRunBox (§8.8.8), version 0.
     put_header(&mut b, trun_len, b"trun");
-    b.extend_from_slice(&TRUN_FLAGS.to_be_bytes());
+    let trun_flags = TRUN_FLAGS | if with_cts { TRUN_CTS_PRESENT } else { 0 };
+    b.extend_from_slice(&trun_flags.to_be_bytes());
     b.extend_from_slice(&count.to_be_bytes());
     // data_offset: from the moof's first byte to the first sample byte, past the mdat header.
     b.extend_from_slice(&(moof_len32 + MDAT_HEADER_LEN as u32).to_be_bytes());
@@ -212,6 +239,9 @@ pub fn encode_fragment(
         b.extend_from_slice(&s.size.to_be_bytes());
         let flags = if s.key { FLAGS_SYNC } else { FLAGS_NON_SYNC };
         b.extend_from_slice(&flags.to_be_bytes());
+        if with_cts {
+            b.extend_from_slice(&s.cts_offset.to_be_bytes()); // checked non-negative above
+        }
     }
     // MediaDataBox (§8.1.1) header.
     put_header(&mut b, mdat_len, b"mdat");
@@ -240,15 +270,17 @@ mod tests {
                 duration: 3600,
                 size: 1000,
                 key: true,
+                cts_offset: 0,
             },
             SampleMeta {
                 duration: 3601,
                 size: 20,
                 key: false,
+                cts_offset: 0,
             },
         ];
         let b = encode_fragment(7, 1 << 40, &samples).unwrap();
-        assert_eq!(b.len(), fragment_header_len(2));
+        assert_eq!(b.len(), fragment_header_len(2, false));
         let moof_len = b.len() - MDAT_HEADER_LEN;
         let moof = Moof::decode(&mut &b[..moof_len]).unwrap();
         assert_eq!(moof.mfhd.sequence_number, 7);
@@ -262,6 +294,29 @@ mod tests {
         assert_eq!(trun.samples.get(0).unwrap().flags, Some(FLAGS_SYNC));
         assert_eq!(trun.samples.get(1).unwrap().flags, Some(FLAGS_NON_SYNC));
         assert_eq!(&b[moof_len..], &[0, 0, 0x04, 0x04, b'm', b'd', b'a', b't']);
+    }
+
+    #[test]
+    fn composition_offsets_round_trip_through_mp4_atom() {
+        let samples = [(true, 7200), (false, 10_800), (false, 0)].map(|(key, cts_offset)| {
+            SampleMeta {
+                duration: 3600,
+                size: 10,
+                key,
+                cts_offset,
+            }
+        });
+        let b = encode_fragment(1, 0, &samples).unwrap();
+        assert_eq!(b.len(), fragment_header_len(3, true));
+        let moof = Moof::decode(&mut &b[..b.len() - MDAT_HEADER_LEN]).unwrap();
+        let trun = &moof.traf[0].trun[0];
+        let cts: Vec<_> = trun.samples.iter().map(|s| s.cts).collect();
+        assert_eq!(cts, [Some(7200), Some(10_800), Some(0)]);
+        let negative = [SampleMeta {
+            cts_offset: -1,
+            ..samples[0]
+        }];
+        assert!(encode_fragment(1, 0, &negative).is_err());
     }
 
     #[test]

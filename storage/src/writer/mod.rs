@@ -154,7 +154,7 @@ impl ChannelWriter {
             };
             rec.last_time_90k = frame.time_90k;
             let rel = frame.time_90k.saturating_sub(rec.seg.start_90k);
-            let Some(frag) = rec.muxer.push(rel, frame.key, frame.data.clone()) else {
+            let Some(frag) = rec.muxer.push_sample(rel, frame.cts_offset, frame.key, frame.data.clone()) else {
                 self.in_fragment.push(frame);
                 continue;
             };

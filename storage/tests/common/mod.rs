@@ -325,6 +325,7 @@ pub fn feed(
             w.push(
                 &clip.params,
                 InputFrame {
+                    cts_offset: 0,
                     time_90k: t,
                     key: *key,
                     data: data.clone(),

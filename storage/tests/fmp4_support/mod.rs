@@ -15,6 +15,8 @@ use understudy_storage::TrackParams;
 pub struct Clip {
     pub params: TrackParams,
     pub frames: Vec<(i64, bool, Bytes)>,
+    /// Each frame's composition offset (`ctts`), 90 kHz; all 0 without B-frames.
+    pub cts: Vec<u32>,
 }
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -77,6 +79,13 @@ pub fn load_clip(name: &str) -> Clip {
             t += i64::from(e.sample_delta);
         }
     }
+    let mut cts = Vec::with_capacity(sizes.len());
+    for e in stbl.ctts.iter().flat_map(|c| &c.entries) {
+        for _ in 0..e.sample_count {
+            cts.push(u32::try_from(e.sample_offset * 90_000 / timescale).unwrap());
+        }
+    }
+    cts.resize(sizes.len(), 0);
     let sync: Option<Vec<u32>> = stbl.stss.as_ref().map(|s| s.entries.clone());
     let frames = (0..sizes.len())
         .map(|i| {
@@ -96,6 +105,7 @@ pub fn load_clip(name: &str) -> Clip {
             sample_entry: Bytes::from(entry),
         },
         frames,
+        cts,
     }
 }
 
@@ -110,13 +120,23 @@ pub fn write_segment(
     params: &TrackParams,
     frames: &[(i64, bool, Bytes)],
 ) -> Vec<Fragment> {
+    write_segment_with_cts(path, params, frames, &vec![0; frames.len()])
+}
+
+/// As [`write_segment`], with each frame's composition offset.
+pub fn write_segment_with_cts(
+    path: &Path,
+    params: &TrackParams,
+    frames: &[(i64, bool, Bytes)],
+    cts: &[u32],
+) -> Vec<Fragment> {
     let mut out = std::fs::File::create(path).unwrap();
     out.write_all(&encode_init(params).unwrap()).unwrap();
     let t0 = frames[0].0;
     let mut muxer = FragmentMuxer::default();
     let mut frags = Vec::new();
-    for (t, key, data) in frames {
-        frags.extend(muxer.push(t - t0, *key, data.clone()));
+    for ((t, key, data), c) in frames.iter().zip(cts) {
+        frags.extend(muxer.push_sample(t - t0, *c, *key, data.clone()));
     }
     frags.extend(muxer.flush());
     for f in &frags {
@@ -179,6 +199,35 @@ pub fn probe_raw(path: &Path) -> (String, String) {
             .to_owned()
     };
     (field("nb_read_frames="), field("duration="))
+}
+
+/// Packet (presentation, decode) times in seconds, in file order.
+pub fn packet_pts_dts(path: &Path) -> Vec<(f64, f64)> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time,dts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.trim().trim_end_matches(',').split(',');
+            let pts = it.next().unwrap().parse().unwrap();
+            let dts = it.next().unwrap().parse().unwrap();
+            (pts, dts)
+        })
+        .collect()
 }
 
 /// Packet presentation times in seconds, in file order.
