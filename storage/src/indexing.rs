@@ -248,6 +248,8 @@ fn index_volume(
             sample_entry: params.sample_entry.to_vec(),
             open: false,
             fragments: index::encode(&scan.fragments),
+            audio_codec: params.audio.as_ref().map(|a| a.codec.clone()),
+            audio_entry: params.audio.as_ref().map(|a| a.sample_entry.to_vec()),
         };
         catalog.upsert_segment(&new)?;
         if row.is_none() {

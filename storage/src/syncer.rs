@@ -215,6 +215,8 @@ fn new_row(volume: &Volume, seg: &ActiveSegment, p: &Progress, open: bool) -> Ne
         sample_entry: seg.params.sample_entry.to_vec(),
         open,
         fragments: p.index.clone(),
+        audio_codec: seg.params.audio.as_ref().map(|a| a.codec.clone()),
+        audio_entry: seg.params.audio.as_ref().map(|a| a.sample_entry.to_vec()),
     }
 }
 

@@ -31,6 +31,7 @@ fn two_segments(dir: &Path, gap: i64) -> (Clip, Vec<ExportPiece>) {
             path,
             start_90k: start,
             fragments,
+            audio: false,
         });
     }
     (clip, pieces)

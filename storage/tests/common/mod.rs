@@ -108,6 +108,7 @@ pub fn clip_from_annexb(b: &[u8]) -> Clip {
         width,
         height,
         sample_entry: Bytes::from(avc1_sample_entry(&sps, &pps, width, height)),
+        audio: None,
     };
     Clip {
         params: Arc::new(params),
