@@ -1,5 +1,6 @@
-//! One RTSP session with retina: DESCRIBE → SETUP (the first H.264/H.265 video stream) → PLAY
-//! (RFC 2326 sections 10.2, 10.4, 10.5), then frames stamped with wall-clock time.
+//! One RTSP session with retina: DESCRIBE → SETUP (the first H.264/H.265 video stream, and the
+//! first audio stream if recorded) → PLAY (RFC 2326 sections 10.2, 10.4, 10.5), then frames
+//! stamped with wall-clock time.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,6 +12,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoFrame};
 use tokio::time::Instant;
 
+use crate::audio::{AudioChoice, AudioFrame, AudioTrack};
 use crate::frame::{Frame, ParamsError, VideoParams};
 use crate::spec::ChannelSpec;
 
@@ -67,6 +69,8 @@ impl SessionError {
 pub(crate) enum Event {
     /// A frame to deliver; the first of a session is always a key frame.
     Frame(Frame),
+    /// An audio frame of the recorded audio track.
+    Audio(AudioFrame),
     /// A frame discarded before the session's first key frame (or before parameters are known).
     Skipped { loss: u64 },
 }
@@ -82,6 +86,8 @@ pub(crate) struct Session {
     /// Wall-clock time (90 kHz since the epoch) at RTP elapsed time 0; set at the first key frame.
     anchor_90k: Option<i64>,
     last_time_90k: Option<i64>,
+    audio_choice: AudioChoice,
+    audio: Option<AudioTrack>,
 }
 
 async fn bounded<T>(
@@ -155,6 +161,7 @@ impl Session {
         .await?;
         // Parameters are often known from the SDP's sprop-parameter-sets (RFC 6184 section
         // 8.1, RFC 7798 section 7.1); otherwise they come in-band before the first key frame.
+        let (audio_choice, audio) = setup_audio(spec, &mut described, after).await;
         let params = match described.streams()[stream_i].parameters() {
             Some(ParametersRef::Video(p)) => Some(Arc::new(VideoParams::from_retina(p)?)),
             _ => None,
@@ -180,13 +187,24 @@ impl Session {
             params,
             anchor_90k: None,
             last_time_90k: None,
+            audio_choice,
+            audio,
         })
+    }
+
+    /// What this session does with the camera's audio, for status and logs.
+    pub(crate) fn audio_status(&self) -> String {
+        self.audio_choice
+            .status(self.audio.as_ref().map(|a| &*a.params))
     }
 
     /// The next frame, or an error when the session ends (including a stall: no frame within the
     /// stall timeout; retina has no such timeout of its own).
     pub(crate) async fn next_event(&mut self) -> Result<Event, SessionError> {
         loop {
+            if let Some(a) = self.audio.as_mut().and_then(AudioTrack::pop) {
+                return Ok(Event::Audio(a));
+            }
             let deadline = self.last_frame_at + self.stall_timeout;
             let item = match tokio::time::timeout_at(deadline, self.demuxed.next()).await {
                 Err(_) => return Err(SessionError::Stalled(self.stall_timeout)),
@@ -204,6 +222,13 @@ impl Session {
                 CodecItem::VideoFrame(f) if f.stream_id() == self.stream_i => {
                     self.last_frame_at = Instant::now();
                     return self.on_frame(f);
+                }
+                // Audio never resets the stall timer: an audio-only stream is a stalled camera.
+                CodecItem::AudioFrame(f) => {
+                    if let Some(a) = self.audio.as_mut().filter(|a| a.stream_i == f.stream_id()) {
+                        a.push(&f, now_90k());
+                    }
+                    continue;
                 }
                 // RTCP sender reports and anything else: not frames, so no stall reset.
                 _ => continue,
@@ -246,12 +271,48 @@ impl Session {
             data: bytes::Bytes::from(f.into_data()),
             params,
             loss,
+            audio: self.audio.as_ref().map(|a| a.params.clone()),
         }))
     }
 }
 
+/// Chooses the camera's audio track and sets it up. Audio never fails the session: a track
+/// that cannot be set up or recorded is reported in the status and skipped.
+async fn setup_audio(
+    spec: &ChannelSpec,
+    described: &mut retina::client::Session<retina::client::Described>,
+    after: Duration,
+) -> (AudioChoice, Option<AudioTrack>) {
+    let choice = AudioChoice::pick(described.streams(), spec.audio);
+    let AudioChoice::Record { stream_i, kind } = choice else {
+        return (choice, None);
+    };
+    let setup = bounded(
+        "SETUP (audio)",
+        &spec.url,
+        after,
+        described.setup(
+            stream_i,
+            SetupOptions::default()
+                .transport(spec.transport.to_retina())
+                .frame_format(FrameFormat::MP4),
+        ),
+    )
+    .await;
+    let stream = &described.streams()[stream_i];
+    let name = stream.encoding_name().to_ascii_lowercase();
+    let track = match setup {
+        Ok(()) => AudioTrack::new(stream, stream_i, kind),
+        Err(e) => Err(e.to_string()),
+    };
+    match track {
+        Ok(t) => (choice, Some(t)),
+        Err(why) => (AudioChoice::Skipped(format!("{name} ({why})")), None),
+    }
+}
+
 /// Converts a duration in `clock_rate` units to 90 kHz units.
-fn to_90k(ticks: i64, clock_rate: u32) -> i64 {
+pub(crate) fn to_90k(ticks: i64, clock_rate: u32) -> i64 {
     if clock_rate == 90_000 || clock_rate == 0 {
         return ticks;
     }

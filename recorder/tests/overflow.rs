@@ -34,6 +34,7 @@ async fn full_queue_drops_whole_gops_and_resumes_at_a_key_frame() {
         match next_item(&mut rx2).await {
             IngestItem::Frame(f) => assert!(i > 0 || f.key),
             IngestItem::SessionEnded => panic!("channel 2 ended a run"),
+            IngestItem::Audio(_) => panic!("camsim serves no audio here"),
         }
     }
     let snap2 = other.stats.snapshot();
@@ -53,6 +54,7 @@ async fn full_queue_drops_whole_gops_and_resumes_at_a_key_frame() {
         match item {
             IngestItem::Frame(f) => assert!(f.key == (i == 0), "frame {i} key={}", f.key),
             IngestItem::SessionEnded => panic!("SessionEnded at {i}, before any overflow"),
+            IngestItem::Audio(_) => panic!("camsim serves no audio here"),
         }
     }
     let IngestItem::Frame(last_before) = &items[4] else {
@@ -79,6 +81,7 @@ async fn full_queue_drops_whole_gops_and_resumes_at_a_key_frame() {
                 prev = f;
             }
             IngestItem::SessionEnded => after_gap = true,
+            IngestItem::Audio(_) => panic!("camsim serves no audio here"),
         }
     }
     handle.stop().await;

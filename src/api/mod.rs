@@ -88,6 +88,8 @@ struct ChannelView {
     reconnects: u64,
     dropped_gops: u64,
     last_error: Option<String>,
+    /// What the last session did with the camera's audio (see `ChannelSnapshot::audio`).
+    audio: Option<String>,
 }
 
 async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
@@ -118,10 +120,12 @@ async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
                 reconnects: s.reconnects,
                 dropped_gops: s.dropped_gops,
                 last_error: s.last_error.clone(),
+                audio: s.audio.clone(),
             },
             None => ChannelView {
                 channel: ch, owner: None, source_channel: None, camera: None, state: "idle".into(), bitrate_bps: 0, fps: 0.0,
                 frames: 0, bytes: 0, durable_frames: 0, lost_packets: 0, reconnects: 0, dropped_gops: 0, last_error: None,
+                audio: None,
             },
         };
         channels.push(view);
@@ -186,7 +190,7 @@ async fn recordings(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Qu
             "start": format_90k(s.start_90k), "end": format_90k(s.end_90k),
             "seconds": (s.end_90k - s.start_90k) as f64 / 90_000.0,
             "frames": s.frames, "bytes": s.bytes, "codec": s.codec, "width": s.width, "height": s.height,
-            "open": s.open, "path": s.path,
+            "audio": s.audio, "open": s.open, "path": s.path,
         }))
         .collect();
     Ok(Json(json!({ "channel": n, "recordings": list })))

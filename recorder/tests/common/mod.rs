@@ -174,6 +174,7 @@ pub async fn next_frame(rx: &mut mpsc::Receiver<IngestItem>) -> Frame {
     match next_item(rx).await {
         IngestItem::Frame(f) => f,
         IngestItem::SessionEnded => panic!("unexpected SessionEnded"),
+        IngestItem::Audio(_) => panic!("unexpected audio (camsim serves none here)"),
     }
 }
 
