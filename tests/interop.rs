@@ -4,44 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-struct GstServer {
-    child: Child,
-    port: u16,
-}
-
-impl GstServer {
-    fn start(codec: &str) -> GstServer {
-        Self::start_with(codec, "640x360", "none")
-    }
-
-    fn start_with(codec: &str, size: &str, audio: &str) -> GstServer {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recorder/tests/gst_rtsp_server.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .args(["0", "--codec", codec, "--size", size, "--fps", "25", "--audio", audio])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) must be installed by tests/run-all.sh");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("server said {line:?}"));
-        GstServer { child, port }
-    }
-}
-
-impl Drop for GstServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn records_from_gstreamer_rtsp_server() {
