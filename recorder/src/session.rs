@@ -87,7 +87,7 @@ pub(crate) struct Session {
     anchor_90k: Option<i64>,
     last_time_90k: Option<i64>,
     audio_choice: AudioChoice,
-    audio: Option<AudioTrack>,
+    audio: Option<Box<AudioTrack>>,
 }
 
 async fn bounded<T>(
@@ -202,7 +202,7 @@ impl Session {
     /// stall timeout; retina has no such timeout of its own).
     pub(crate) async fn next_event(&mut self) -> Result<Event, SessionError> {
         loop {
-            if let Some(a) = self.audio.as_mut().and_then(AudioTrack::pop) {
+            if let Some(a) = self.audio.as_mut().and_then(|a| a.pop()) {
                 return Ok(Event::Audio(a));
             }
             let deadline = self.last_frame_at + self.stall_timeout;
@@ -282,7 +282,7 @@ async fn setup_audio(
     spec: &ChannelSpec,
     described: &mut retina::client::Session<retina::client::Described>,
     after: Duration,
-) -> (AudioChoice, Option<AudioTrack>) {
+) -> (AudioChoice, Option<Box<AudioTrack>>) {
     let choice = AudioChoice::pick(described.streams(), spec.audio);
     let AudioChoice::Record { stream_i, kind } = choice else {
         return (choice, None);
@@ -306,7 +306,7 @@ async fn setup_audio(
         Err(e) => Err(e.to_string()),
     };
     match track {
-        Ok(t) => (choice, Some(t)),
+        Ok(t) => (choice, Some(Box::new(t))),
         Err(why) => (AudioChoice::Skipped(format!("{name} ({why})")), None),
     }
 }
