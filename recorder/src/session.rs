@@ -147,18 +147,7 @@ impl Session {
                     .join(", "),
             })?;
 
-        bounded(
-            "SETUP",
-            &spec.url,
-            after,
-            described.setup(
-                stream_i,
-                SetupOptions::default()
-                    .transport(spec.transport.to_retina())
-                    .frame_format(FrameFormat::MP4),
-            ),
-        )
-        .await?;
+        setup_stream("SETUP", spec, &mut described, stream_i, after).await?;
         // Parameters are often known from the SDP's sprop-parameter-sets (RFC 6184 section
         // 8.1, RFC 7798 section 7.1); otherwise they come in-band before the first key frame.
         let (audio_choice, audio) = setup_audio(spec, &mut described, after).await;
@@ -276,6 +265,20 @@ impl Session {
     }
 }
 
+/// SETUP of stream `i` with the spec's transport, frames as MP4 wants them.
+async fn setup_stream(
+    step: &'static str,
+    spec: &ChannelSpec,
+    described: &mut retina::client::Session<retina::client::Described>,
+    i: usize,
+    after: Duration,
+) -> Result<(), SessionError> {
+    let options = SetupOptions::default()
+        .transport(spec.transport.to_retina())
+        .frame_format(FrameFormat::MP4);
+    bounded(step, &spec.url, after, described.setup(i, options)).await
+}
+
 /// Chooses the camera's audio track and sets it up. Audio never fails the session: a track
 /// that cannot be set up or recorded is reported in the status and skipped.
 async fn setup_audio(
@@ -287,18 +290,7 @@ async fn setup_audio(
     let AudioChoice::Record { stream_i, kind } = choice else {
         return (choice, None);
     };
-    let setup = bounded(
-        "SETUP (audio)",
-        &spec.url,
-        after,
-        described.setup(
-            stream_i,
-            SetupOptions::default()
-                .transport(spec.transport.to_retina())
-                .frame_format(FrameFormat::MP4),
-        ),
-    )
-    .await;
+    let setup = setup_stream("SETUP (audio)", spec, described, stream_i, after).await;
     let stream = &described.streams()[stream_i];
     let name = stream.encoding_name().to_ascii_lowercase();
     let track = match setup {

@@ -18,6 +18,8 @@ pub(crate) struct MoofSummary {
     pub starts_with_key: bool,
     /// The audio track's samples in this fragment, if it has any.
     pub audio: Option<AudioRun>,
+    /// Bytes of video sample data (at the start of the `mdat` payload).
+    pub video_bytes: u64,
 }
 
 /// Where the track's samples must be: the `mdat` payload's absolute offset and length.
@@ -190,6 +192,7 @@ pub(crate) fn parse_moof(
             key,
         });
     }
+    let video_bytes = data_len;
     let audio = match audio_traf {
         None => None,
         Some(body) => {
@@ -217,6 +220,7 @@ pub(crate) fn parse_moof(
         duration,
         starts_with_key,
         audio,
+        video_bytes,
     })
 }
 
@@ -293,6 +297,7 @@ mod tests {
                 duration: 6600,
                 starts_with_key: true,
                 audio: None,
+                video_bytes: 15,
             }
         );
     }
