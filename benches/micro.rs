@@ -83,6 +83,7 @@ fn track_params() -> Arc<TrackParams> {
         width: 1920,
         height: 1080,
         sample_entry: Bytes::copy_from_slice(&file[at..at + size]),
+        audio: None,
     })
 }
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
-use understudy_recorder::{ChannelHandle, ChannelSnapshot, ChannelSpec, Credentials, IngestItem, VideoParams};
+use understudy_recorder::{AudioParams, ChannelHandle, ChannelSnapshot, ChannelSpec, Credentials, IngestItem, VideoParams};
 use understudy_storage::telemetry::Heartbeat;
-use understudy_storage::{ChannelWriter, DurableStats, InputFrame, Store, TrackParams};
+use understudy_storage::{ChannelWriter, DurableStats, InputAudio, InputFrame, Store, TrackParams};
 
 use crate::config;
 use crate::station::StationError;
@@ -100,11 +100,34 @@ pub fn channel_spec(cam: &config::Camera, server: &config::Server) -> ChannelSpe
         config::Transport::Udp => understudy_recorder::TransportPolicy::Udp,
     };
     spec.stall_timeout = server.stall_timeout;
+    spec.audio = cam.audio;
     spec
 }
 
-fn track_params(v: &VideoParams) -> TrackParams {
-    TrackParams { codec: v.rfc6381.clone(), width: v.width, height: v.height, sample_entry: v.sample_entry.clone() }
+fn track_params(v: &VideoParams, a: Option<&AudioParams>) -> TrackParams {
+    TrackParams {
+        codec: v.rfc6381.clone(),
+        width: v.width,
+        height: v.height,
+        sample_entry: v.sample_entry.clone(),
+        audio: a.map(|a| understudy_storage::AudioParams {
+            codec: a.codec.to_owned(),
+            sample_rate: a.sample_rate,
+            sample_entry: a.sample_entry.clone(),
+        }),
+    }
+}
+
+/// The recorder's parameter `Arc`s a storage `TrackParams` was made from.
+type ParamsKey = (Arc<VideoParams>, Option<Arc<AudioParams>>);
+
+fn same_key(k: &ParamsKey, v: &Arc<VideoParams>, a: &Option<Arc<AudioParams>>) -> bool {
+    Arc::ptr_eq(&k.0, v)
+        && match (&k.1, a) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            (None, None) => true,
+            _ => false,
+        }
 }
 
 /// How often the writer thread drains its queue. It polls instead of blocking on the queue:
@@ -117,8 +140,8 @@ const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// The writer thread: pops frames and writes them until the queue closes.
 fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, store: &Store, channel: u32, camera: &str, heartbeat: &Heartbeat) {
     use tokio::sync::mpsc::error::TryRecvError;
-    // The recorder hands the same `Arc<VideoParams>` until parameters change; map it once.
-    let mut params: Option<(Arc<VideoParams>, Arc<TrackParams>)> = None;
+    // The recorder hands the same `Arc`s until parameters change; map them once.
+    let mut params: Option<(ParamsKey, Arc<TrackParams>)> = None;
     loop {
         heartbeat.beat();
         let item = match rx.try_recv() {
@@ -132,14 +155,18 @@ fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, st
         let result = match item {
             IngestItem::Frame(f) => {
                 let tp = match &params {
-                    Some((v, t)) if Arc::ptr_eq(v, &f.params) => t.clone(),
+                    Some((k, t)) if same_key(k, &f.params, &f.audio) => t.clone(),
                     _ => {
-                        let t = Arc::new(track_params(&f.params));
-                        params = Some((f.params.clone(), t.clone()));
+                        let t = Arc::new(track_params(&f.params, f.audio.as_deref()));
+                        params = Some(((f.params.clone(), f.audio.clone()), t.clone()));
                         t
                     }
                 };
                 writer.push(&tp, InputFrame { time_90k: f.time_90k, cts_offset: f.cts_offset, key: f.key, data: f.data })
+            }
+            IngestItem::Audio(a) => {
+                writer.push_audio(InputAudio { time_90k: a.time_90k, samples: a.samples, data: a.data });
+                Ok(())
             }
             IngestItem::SessionEnded => writer.end_run(),
             IngestItem::Reanchored { error_ms } => {

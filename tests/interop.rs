@@ -1,42 +1,13 @@
 //! Acceptance 5 (interop): `understudy run` recording from a third-party RTSP server —
-//! GStreamer's, from Debian's packages — gives files ffprobe and ffmpeg accept.
+//! GStreamer's, from Debian's packages — gives files ffprobe and ffmpeg accept; with audio
+//! (issue 8), AAC and G.711 are recorded in sync, other codecs and `audio = false` are not.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-struct GstServer {
-    child: Child,
-    port: u16,
-}
-
-impl GstServer {
-    fn start(codec: &str) -> GstServer {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recorder/tests/gst_rtsp_server.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .args(["0", "--codec", codec, "--size", "640x360", "--fps", "25"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) must be installed by tests/run-all.sh");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("server said {line:?}"));
-        GstServer { child, port }
-    }
-}
-
-impl Drop for GstServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn records_from_gstreamer_rtsp_server() {
@@ -63,4 +34,97 @@ fn records_from_gstreamer_rtsp_server() {
             assert!(frames > 0 && (w, h) == (640, 360), "{}: {frames} frames {w}x{h}", f.display());
         }
     }
+}
+
+#[test]
+fn records_audio_from_gstreamer_rtsp_server() {
+    // AAC, G.711 µ-law and A-law are recorded; G.726 is skipped (video only, status says so);
+    // `audio = false` records none.
+    let servers: Vec<(u32, GstServer, &str)> = [(1, "aac", ""), (2, "pcmu", ""), (3, "pcma", ""), (4, "g726", ""), (5, "pcmu", "audio = false\n")]
+        .into_iter()
+        .map(|(ch, audio, extra)| (ch, GstServer::start_with("h264", "320x240", audio), extra))
+        .collect();
+    let cams: String = servers
+        .iter()
+        .map(|(ch, s, extra)| format!("[[camera]]\nchannel = {ch}\nurl = \"rtsp://127.0.0.1:{}/cam\"\n{extra}\n", s.port))
+        .collect();
+    let setup = Setup::new(5, "segment_duration = \"4s\"", &cams);
+    let mut child = setup.spawn_run();
+    let ok = wait_until(Duration::from_secs(60), || {
+        (1..=5).all(|ch| setup.try_recordings(ch).is_some_and(|r| r.iter().filter(|s| s["open"] == false).count() >= 2))
+    });
+    let status = setup.api_get("/api/status");
+    sigterm(&mut child);
+    assert!(ok, "GStreamer streams were not recorded: {}", setup.log());
+    let status = status.expect("status answered");
+    let audio_status = |ch: u32| {
+        status["channels"].as_array().unwrap().iter().find(|c| c["channel"] == ch).unwrap()["audio"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(audio_status(1), "aac");
+    assert_eq!(audio_status(2), "flac (from pcmu)");
+    assert_eq!(audio_status(3), "flac (from pcma)");
+    assert!(audio_status(4).starts_with("skipped: g726"), "{}", audio_status(4));
+    assert_eq!(audio_status(5), "off (audio = false)");
+    assert_eq!(setup.log().matches("audio track not recorded").count(), 1, "the skipped codec is logged once");
+
+    for (ch, want) in [(1, Some("aac")), (2, Some("flac")), (3, Some("flac")), (4, None), (5, None)] {
+        let listed = setup.recordings(ch);
+        assert!(listed.iter().all(|s| s["audio"].as_str() == want), "channel {ch}: {listed:?}");
+        let files = setup.segment_files(ch);
+        assert!(files.len() >= 2, "channel {ch}");
+        for f in &files {
+            ffprobe_clean(f).unwrap();
+            ffmpeg_decodes(f).unwrap();
+            let streams = stream_spans(f);
+            let video = streams.iter().find(|s| s.0 == "video").unwrap_or_else(|| panic!("{}: no video", f.display()));
+            let audio = streams.iter().find(|s| s.0 == "audio");
+            match want {
+                None => assert!(audio.is_none(), "{}: {streams:?}", f.display()),
+                Some(codec) => {
+                    let audio = audio.unwrap_or_else(|| panic!("{}: no audio: {streams:?}", f.display()));
+                    assert_eq!(audio.1, codec, "{}", f.display());
+                    // Same span of time: start and duration within 0.2 s of the video's.
+                    assert!((audio.2 - video.2).abs() < 0.2, "{}: starts {streams:?}", f.display());
+                    assert!((audio.3 - video.3).abs() < 0.2, "{}: durations {streams:?}", f.display());
+                }
+            }
+        }
+    }
+    // An export across segments carries the audio too.
+    let out = setup.dir.path().join("export.mp4");
+    let listed = setup.recordings(2);
+    let rfc3339 = |t_90k: &serde_json::Value| {
+        jiff::Timestamp::from_millisecond(t_90k.as_i64().unwrap() / 90).unwrap().to_string()
+    };
+    let (from, to) = (rfc3339(&listed[0]["start_90k"]), rfc3339(&listed[1]["end_90k"]));
+    setup.cli(&["export", "--channel", "2", "--from", &from, "--to", &to, "-o", out.to_str().unwrap()]);
+    ffmpeg_decodes(&out).unwrap();
+    let streams = stream_spans(&out);
+    let (video, audio) = (&streams[0], streams.iter().find(|s| s.0 == "audio").expect("export has audio"));
+    assert!(video.3 > 4.0 && (audio.3 - video.3).abs() < 0.3, "{streams:?}");
+}
+
+/// Per stream: (codec_type, codec_name, first packet time, span from the first packet to the
+/// end of the last), from ffprobe's packet list.
+fn stream_spans(path: &std::path::Path) -> Vec<(String, String, f64, f64)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=index,codec_type,codec_name:packet=stream_index,pts_time,duration_time", "-of", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["streams"].is_array(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let num = |x: &serde_json::Value| x.as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let i = s["index"].as_u64().unwrap();
+            let pkts: Vec<_> = v["packets"].as_array().unwrap().iter().filter(|p| p["stream_index"].as_u64() == Some(i)).collect();
+            let first = pkts.iter().map(|p| num(&p["pts_time"])).fold(f64::MAX, f64::min);
+            let end = pkts.iter().map(|p| num(&p["pts_time"]) + num(&p["duration_time"])).fold(f64::MIN, f64::max);
+            (s["codec_type"].as_str().unwrap_or_default().to_owned(), s["codec_name"].as_str().unwrap_or_default().to_owned(), first, end - first)
+        })
+        .collect()
 }

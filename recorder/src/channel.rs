@@ -47,6 +47,8 @@ struct Channel {
     /// Parameters last reported in stats/logs.
     params: Option<Arc<VideoParams>>,
     loss_log: RateLimit,
+    /// What the last session did with the audio (logged when it changes).
+    audio_status: Option<String>,
 }
 
 /// Runs the channel until `token` is cancelled or the consumer drops its receiver.
@@ -69,6 +71,7 @@ pub(crate) async fn run(
         token,
         params: None,
         loss_log: RateLimit::new(Duration::from_secs(10)),
+        audio_status: None,
         spec,
     };
     let mut phase = Phase::Connecting;
@@ -125,6 +128,7 @@ impl Channel {
             Err(error) => return Phase::Backoff { error },
         };
         self.stats.add_session();
+        self.note_audio(session.audio_status());
         debug!(
             channel = self.spec.channel,
             camera = %self.camera,
@@ -142,6 +146,7 @@ impl Channel {
                 }
                 Ok(Event::Frame(first)) => return Phase::Recording { session, first },
                 Ok(Event::Reanchor { loss, .. }) => self.note_loss(loss),
+                Ok(Event::Audio(_)) => {} // no run yet
                 Err(error) => return Phase::Backoff { error },
             }
         }
@@ -173,6 +178,13 @@ impl Channel {
             };
             match event {
                 Ok(Event::Frame(f)) => next = Some(f),
+                Ok(Event::Audio(a)) => {
+                    if self.gate.push_audio(a).is_err() {
+                        break Phase::Stopped {
+                            why: "the consumer closed the ingest queue",
+                        };
+                    }
+                }
                 Ok(Event::Skipped { loss }) => self.note_loss(loss),
                 Ok(Event::Reanchor { error_90k, loss }) => {
                     self.note_loss(loss);
@@ -243,6 +255,21 @@ impl Channel {
             self.params = Some(frame.params.clone());
         }
         self.gate.push(frame)
+    }
+
+    /// Shows what the session does with the audio; logs it when it changes (so a camera whose
+    /// audio codec is skipped is logged once, not at every reconnect).
+    fn note_audio(&mut self, status: String) {
+        if self.audio_status.as_deref() == Some(status.as_str()) {
+            return;
+        }
+        if status.starts_with("skipped") {
+            warn!(channel = self.spec.channel, camera = %self.camera, audio = %status, "audio track not recorded; recording video only");
+        } else {
+            info!(channel = self.spec.channel, camera = %self.camera, audio = %status, "audio");
+        }
+        self.stats.set_audio(status.clone());
+        self.audio_status = Some(status);
     }
 
     fn note_loss(&mut self, loss: u64) {

@@ -132,6 +132,8 @@ pub struct Frame {
     pub params: Arc<VideoParams>,
     /// RTP packets lost before this frame.
     pub loss: u64,
+    /// The session's recorded audio track, if any; the same `Arc` for the whole session.
+    pub audio: Option<Arc<crate::audio::AudioParams>>,
 }
 
 impl fmt::Debug for Frame {
@@ -150,6 +152,9 @@ impl fmt::Debug for Frame {
 #[derive(Debug, Clone)]
 pub enum IngestItem {
     Frame(Frame),
+    /// An audio frame of the current run (see `Frame::audio` for its parameters). Audio never
+    /// starts a run; it is dropped, never queued, while video is being dropped.
+    Audio(crate::audio::AudioFrame),
     /// The run of frames ended (error, stall, stop, or frames dropped on overflow): the consumer
     /// should close its segment. The next frame, if any, is a key frame.
     SessionEnded,

@@ -145,6 +145,18 @@ impl Gate {
         }
     }
 
+    /// Offers an audio frame: delivered only while the video run is being delivered (never
+    /// opens a run), dropped when the queue is full.
+    pub(crate) fn push_audio(&mut self, audio: crate::audio::AudioFrame) -> Result<(), ConsumerGone> {
+        if self.state != GateState::Streaming {
+            return Ok(());
+        }
+        match self.out.try_send(IngestItem::Audio(audio)) {
+            Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(ConsumerGone),
+        }
+    }
+
     /// The run of frames is over (session ended or stopping): tell the consumer if it has frames
     /// of this run, now if there is room, otherwise just before the next frame.
     pub(crate) fn end_run(&mut self) {
@@ -210,6 +222,7 @@ mod tests {
                 frame_90k: None,
             }),
             loss: 0,
+            audio: None,
         }
     }
 
@@ -226,6 +239,7 @@ mod tests {
             s.push(match item {
                 IngestItem::Frame(f) if f.key => 'K',
                 IngestItem::Frame(_) => 'P',
+                IngestItem::Audio(_) => 'A',
                 IngestItem::SessionEnded => 'E',
                 IngestItem::Reanchored { .. } => 'R',
             });
@@ -293,5 +307,23 @@ mod tests {
         let (mut g, rx, _) = gate(2);
         drop(rx);
         assert_eq!(g.push(frame(0, true)), Err(ConsumerGone));
+    }
+
+    #[test]
+    fn audio_goes_only_with_a_delivered_run() {
+        let (mut g, mut rx, _) = gate(3);
+        let audio = || crate::audio::AudioFrame {
+            time_90k: 0,
+            samples: 1024,
+            data: Bytes::from_static(b"a"),
+        };
+        g.push_audio(audio()).unwrap(); // no run yet: dropped
+        g.push(frame(0, true)).unwrap();
+        g.push_audio(audio()).unwrap();
+        g.push_audio(audio()).unwrap();
+        g.push_audio(audio()).unwrap(); // queue full: dropped, video state unchanged
+        assert_eq!(drain(&mut rx), "KAA");
+        g.push(frame(3600, false)).unwrap();
+        assert_eq!(drain(&mut rx), "P");
     }
 }

@@ -11,6 +11,7 @@
 //! while let Some(item) = rx.recv().await {
 //!     match item {
 //!         IngestItem::Frame(f) => { /* hand to storage; a new f.params Arc means new segment */ }
+//!         IngestItem::Audio(a) => { /* audio of the current run, parameters in f.audio */ }
 //!         IngestItem::SessionEnded => { /* close the segment */ }
 //!         IngestItem::Reanchored { error_ms } => { /* record an event */ }
 //!     }
@@ -25,9 +26,11 @@
 //! one between overflows) is followed by `SessionEnded`, delivered either right away or, if the
 //! queue was full, just before the next frame. When the task ends it drops its `Sender`.
 
+mod audio;
 mod backoff;
 mod channel;
 mod frame;
+mod g711;
 mod gate;
 mod ratelimit;
 mod reorder;
@@ -41,6 +44,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
+pub use audio::{AudioFrame, AudioParams};
 pub use backoff::Backoff;
 pub use frame::{Codec, Frame, IngestItem, ParamsError, VideoParams};
 pub use spec::{

@@ -1,5 +1,6 @@
-//! One RTSP session with retina: DESCRIBE → SETUP (the first H.264/H.265 video stream) → PLAY
-//! (RFC 2326 sections 10.2, 10.4, 10.5), then frames stamped with wall-clock time.
+//! One RTSP session with retina: DESCRIBE → SETUP (the first H.264/H.265 video stream, and the
+//! first audio stream if recorded) → PLAY (RFC 2326 sections 10.2, 10.4, 10.5), then frames
+//! stamped with wall-clock time.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,6 +12,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoFrame};
 use tokio::time::Instant;
 
+use crate::audio::{AudioChoice, AudioFrame, AudioTrack};
 use crate::frame::{Frame, ParamsError, VideoParams};
 use crate::reorder::{reorder_depth, DecodeTimes, DEFAULT_DEPTH};
 use crate::spec::ChannelSpec;
@@ -69,6 +71,8 @@ impl SessionError {
 pub(crate) enum Event {
     /// A frame to deliver; the first of a session is always a key frame.
     Frame(Frame),
+    /// An audio frame of the recorded audio track.
+    Audio(AudioFrame),
     /// A frame discarded before the session's first key frame (or before parameters are known).
     Skipped { loss: u64 },
     /// RTP time and wall time disagreed by `error_90k`: the run ends here; the next `Frame`
@@ -92,6 +96,8 @@ pub(crate) struct Session {
     last_rtp: Option<(i64, i64)>,
     /// A key frame that showed a time jump, to start the next run with.
     pending_key: Option<Box<VideoFrame>>,
+    audio_choice: AudioChoice,
+    audio: Option<Box<AudioTrack>>,
 }
 
 async fn bounded<T>(
@@ -151,20 +157,10 @@ impl Session {
                     .join(", "),
             })?;
 
-        bounded(
-            "SETUP",
-            &spec.url,
-            after,
-            described.setup(
-                stream_i,
-                SetupOptions::default()
-                    .transport(spec.transport.to_retina())
-                    .frame_format(FrameFormat::MP4),
-            ),
-        )
-        .await?;
+        setup_stream("SETUP", spec, &mut described, stream_i, after).await?;
         // Parameters are often known from the SDP's sprop-parameter-sets (RFC 6184 section
         // 8.1, RFC 7798 section 7.1); otherwise they come in-band before the first key frame.
+        let (audio_choice, audio) = setup_audio(spec, &mut described, after).await;
         let params = match described.streams()[stream_i].parameters() {
             Some(ParametersRef::Video(p)) => Some(Arc::new(VideoParams::from_retina(p)?)),
             _ => None,
@@ -192,7 +188,15 @@ impl Session {
             decode: None,
             last_rtp: None,
             pending_key: None,
+            audio_choice,
+            audio,
         })
+    }
+
+    /// What this session does with the camera's audio, for status and logs.
+    pub(crate) fn audio_status(&self) -> String {
+        self.audio_choice
+            .status(self.audio.as_ref().map(|a| &*a.params))
     }
 
     /// The next frame, or an error when the session ends (including a stall: no frame within the
@@ -202,6 +206,9 @@ impl Session {
             return self.on_frame(*f);
         }
         loop {
+            if let Some(a) = self.audio.as_mut().and_then(|a| a.pop()) {
+                return Ok(Event::Audio(a));
+            }
             let deadline = self.last_frame_at + self.stall_timeout;
             let item = match tokio::time::timeout_at(deadline, self.demuxed.next()).await {
                 Err(_) => return Err(SessionError::Stalled(self.stall_timeout)),
@@ -219,6 +226,13 @@ impl Session {
                 CodecItem::VideoFrame(f) if f.stream_id() == self.stream_i => {
                     self.last_frame_at = Instant::now();
                     return self.on_frame(f);
+                }
+                // Audio never resets the stall timer: an audio-only stream is a stalled camera.
+                CodecItem::AudioFrame(f) => {
+                    if let Some(a) = self.audio.as_mut().filter(|a| a.stream_i == f.stream_id()) {
+                        a.push(&f, now_90k());
+                    }
+                    continue;
                 }
                 // RTCP sender reports and anything else: not frames, so no stall reset.
                 _ => continue,
@@ -283,12 +297,51 @@ impl Session {
             data: bytes::Bytes::from(f.into_data()),
             params,
             loss,
+            audio: self.audio.as_ref().map(|a| a.params.clone()),
         }))
     }
 }
 
+/// SETUP of stream `i` with the spec's transport, frames as MP4 wants them.
+async fn setup_stream(
+    step: &'static str,
+    spec: &ChannelSpec,
+    described: &mut retina::client::Session<retina::client::Described>,
+    i: usize,
+    after: Duration,
+) -> Result<(), SessionError> {
+    let options = SetupOptions::default()
+        .transport(spec.transport.to_retina())
+        .frame_format(FrameFormat::MP4);
+    bounded(step, &spec.url, after, described.setup(i, options)).await
+}
+
+/// Chooses the camera's audio track and sets it up. Audio never fails the session: a track
+/// that cannot be set up or recorded is reported in the status and skipped.
+async fn setup_audio(
+    spec: &ChannelSpec,
+    described: &mut retina::client::Session<retina::client::Described>,
+    after: Duration,
+) -> (AudioChoice, Option<Box<AudioTrack>>) {
+    let choice = AudioChoice::pick(described.streams(), spec.audio);
+    let AudioChoice::Record { stream_i, kind } = choice else {
+        return (choice, None);
+    };
+    let setup = setup_stream("SETUP (audio)", spec, described, stream_i, after).await;
+    let stream = &described.streams()[stream_i];
+    let name = stream.encoding_name().to_ascii_lowercase();
+    let track = match setup {
+        Ok(()) => AudioTrack::new(stream, stream_i, kind),
+        Err(e) => Err(e.to_string()),
+    };
+    match track {
+        Ok(t) => (choice, Some(Box::new(t))),
+        Err(why) => (AudioChoice::Skipped(format!("{name} ({why})")), None),
+    }
+}
+
 /// Converts a duration in `clock_rate` units to 90 kHz units.
-fn to_90k(ticks: i64, clock_rate: u32) -> i64 {
+pub(crate) fn to_90k(ticks: i64, clock_rate: u32) -> i64 {
     if clock_rate == 90_000 || clock_rate == 0 {
         return ticks;
     }

@@ -108,6 +108,9 @@ pub struct ChannelSpec {
     pub backoff: Backoff,
     /// Suggested capacity of the ingest queue; see [`ChannelSpec::queue`].
     pub queue_frames: usize,
+    /// Record the camera's first audio track (AAC, or G.711 stored as FLAC). `false` for sites
+    /// where recording sound is not allowed.
+    pub audio: bool,
 }
 
 impl ChannelSpec {
@@ -124,6 +127,7 @@ impl ChannelSpec {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             backoff: Backoff::default(),
             queue_frames: DEFAULT_QUEUE_FRAMES,
+            audio: true,
         }
     }
 

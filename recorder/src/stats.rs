@@ -82,6 +82,9 @@ pub struct ChannelSnapshot {
     pub codec: Option<String>,
     pub width: Option<u16>,
     pub height: Option<u16>,
+    /// The camera's audio as the last session found it: `aac`, `flac (from pcmu)`, `none`,
+    /// `off (audio = false)` or `skipped: CODEC is not recorded`.
+    pub audio: Option<String>,
 }
 
 fn serialize_rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -99,6 +102,7 @@ struct Status {
     codec: Option<String>,
     width: Option<u16>,
     height: Option<u16>,
+    audio: Option<String>,
     /// (arrival, bytes) of recent frames, oldest first.
     window: VecDeque<(Instant, u64)>,
 }
@@ -141,6 +145,7 @@ impl ChannelStats {
                 codec: None,
                 width: None,
                 height: None,
+                audio: None,
                 window: VecDeque::new(),
             }),
         }
@@ -158,7 +163,7 @@ impl ChannelStats {
 
     pub fn snapshot(&self) -> ChannelSnapshot {
         let now = Instant::now();
-        let (state, since, last_error, codec, width, height, bitrate_bps, fps) = {
+        let (state, since, last_error, codec, width, height, audio, bitrate_bps, fps) = {
             let mut st = self.status();
             prune(&mut st.window, now);
             let (bitrate_bps, fps) = rates(&st.window);
@@ -169,6 +174,7 @@ impl ChannelStats {
                 st.codec.clone(),
                 st.width,
                 st.height,
+                st.audio.clone(),
                 bitrate_bps,
                 fps,
             )
@@ -198,6 +204,7 @@ impl ChannelStats {
             codec,
             width,
             height,
+            audio,
         }
     }
 
@@ -221,6 +228,10 @@ impl ChannelStats {
         st.codec = Some(params.rfc6381.clone());
         st.width = Some(params.width);
         st.height = Some(params.height);
+    }
+
+    pub(crate) fn set_audio(&self, audio: String) {
+        self.status().audio = Some(audio);
     }
 
     pub(crate) fn record_frame(&self, len: usize) {

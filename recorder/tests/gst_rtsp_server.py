@@ -3,6 +3,10 @@
 live test pattern encoded with x264/x265 at /cam.
 
 usage: gst_rtsp_server.py PORT [--codec h264|h265] [--size WxH] [--fps N] [--auth USER:PASS]
+                          [--audio none|aac|pcmu|pcma|g726]
+
+--audio adds a second stream (a live 440 Hz tone): AAC (mpeg4-generic, 16 kHz), G.711 µ-law or
+A-law (8 kHz) or G.726 (to test a codec Understudy skips).
 
 PORT 0 picks a free port. Prints "ready PORT" on stdout once listening.
 """
@@ -17,7 +21,15 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 
-def launch_line(codec, width, height, fps):
+AUDIO = {
+    "aac": "audio/x-raw,rate=16000,channels=1 ! avenc_aac ! aacparse ! rtpmp4gpay name=pay1 pt=97",
+    "pcmu": "audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay1",
+    "pcma": "audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay1",
+    "g726": "audio/x-raw,rate=8000,channels=1 ! avenc_g726 bitrate=32000 ! rtpg726pay name=pay1 pt=98",
+}
+
+
+def launch_line(codec, width, height, fps, audio="none"):
     src = (
         f"videotestsrc is-live=true pattern=ball ! "
         f"video/x-raw,width={width},height={height},framerate={fps}/1"
@@ -34,6 +46,8 @@ def launch_line(codec, width, height, fps):
             "option-string=open-gop=0:bframes=0 ! "
             "video/x-h265,profile=main ! rtph265pay name=pay0 pt=96 config-interval=-1"
         )
+    if audio != "none":
+        enc += f" audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! {AUDIO[audio]}"
     return f"( {src} ! {enc} )"
 
 
@@ -44,6 +58,7 @@ def main():
     p.add_argument("--size", default="320x240")
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--auth")
+    p.add_argument("--audio", choices=["none", *AUDIO], default="none")
     args = p.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -53,7 +68,7 @@ def main():
     server.set_service(str(args.port))
 
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(launch_line(args.codec, width, height, args.fps))
+    factory.set_launch(launch_line(args.codec, width, height, args.fps, args.audio))
     factory.set_shared(False)
 
     if args.auth:

@@ -93,6 +93,8 @@ struct ChannelView {
     reanchors: u64,
     dropped_gops: u64,
     last_error: Option<String>,
+    /// What the last session did with the camera's audio (see `ChannelSnapshot::audio`).
+    audio: Option<String>,
 }
 
 async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
@@ -126,11 +128,13 @@ async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
                 reanchors: s.reanchors,
                 dropped_gops: s.dropped_gops,
                 last_error: s.last_error.clone(),
+                audio: s.audio.clone(),
             },
             None => ChannelView {
                 channel: ch, owner: None, source_channel: None, camera: None, state: "idle".into(), reason: None,
                 seconds_since_durable: None, bitrate_bps: 0, fps: 0.0,
                 frames: 0, bytes: 0, durable_frames: 0, lost_packets: 0, reconnects: 0, reanchors: 0, dropped_gops: 0, last_error: None,
+                audio: None,
             },
         };
         channels.push(view);
@@ -195,7 +199,7 @@ async fn recordings(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Qu
             "start": format_90k(s.start_90k), "end": format_90k(s.end_90k),
             "seconds": (s.end_90k - s.start_90k) as f64 / 90_000.0,
             "frames": s.frames, "bytes": s.bytes, "codec": s.codec, "width": s.width, "height": s.height,
-            "open": s.open, "path": s.path,
+            "audio": s.audio, "open": s.open, "path": s.path,
         }))
         .collect();
     Ok(Json(json!({ "channel": n, "recordings": list })))

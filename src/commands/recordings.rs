@@ -43,7 +43,10 @@ pub async fn run(args: RecordingsArgs) -> CmdResult {
             (s.end_90k - s.start_90k) as f64 / 90_000.0,
             s.frames,
             s.bytes as f64 / 1e6,
-            format!("{} {}x{}", s.codec, s.width, s.height),
+            match &s.audio {
+                Some(a) => format!("{} {}x{} +{a}", s.codec, s.width, s.height),
+                None => format!("{} {}x{}", s.codec, s.width, s.height),
+            },
             s.path.display(),
             if s.open { "  (recording)" } else { "" }
         );

@@ -119,6 +119,8 @@ struct RawCamera {
     transport: Option<Spanned<String>>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    audio: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +212,8 @@ pub struct Camera {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub transport: Transport,
+    /// Record the camera's first audio track (default true; false where sound may not be recorded).
+    pub audio: bool,
 }
 
 /// RTP transport for a camera: TCP interleaved (default, reliable) or UDP.
@@ -442,7 +446,7 @@ impl Validator<'_> {
                 other => return self.err(Some(t.span()), format!("{field}.transport"), format!("{other:?} is not tcp or udp")),
             },
         };
-        Ok(Camera { channel, source_channel, label, owner: owner.to_owned(), url, username, password, transport })
+        Ok(Camera { channel, source_channel, label, owner: owner.to_owned(), url, username, password, transport, audio: c.audio.unwrap_or(true) })
     }
 
     fn main(&self, m: &RawMain, i: usize, channels: u32, local: &HashMap<u32, String>, earlier: &[Main]) -> Result<Main, ConfigError> {

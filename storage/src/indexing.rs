@@ -251,6 +251,8 @@ fn index_volume(
             // Kept from an existing row (the upsert never clears it); a file the catalog lost
             // counts as local footage.
             takeover: false,
+            audio_codec: params.audio.as_ref().map(|a| a.codec.clone()),
+            audio_entry: params.audio.as_ref().map(|a| a.sample_entry.to_vec()),
         };
         catalog.upsert_segment(&new)?;
         if row.is_none() {

@@ -37,7 +37,7 @@ pub use reads::{ExportSummary, SegmentInfo};
 pub use stats::DurableStats;
 pub use store::Store;
 pub use telemetry::{HistogramSnapshot, LatencyHistogram, VolumeMetrics};
-pub use track::{InputFrame, TrackParams, TIMESCALE};
+pub use track::{AudioParams, InputAudio, InputFrame, TrackParams, TIMESCALE};
 pub use volume::VolumeStatus;
 pub use writer::ChannelWriter;
 

@@ -30,6 +30,8 @@ pub struct SegmentInfo {
     pub codec: String,
     pub width: u16,
     pub height: u16,
+    /// The audio track's codec (`aac`, `flac`), if the segment has one.
+    pub audio: Option<String>,
     /// A writer may still append to it.
     pub open: bool,
 }
@@ -84,6 +86,7 @@ pub(crate) fn recordings(
                 codec: r.codec,
                 width: r.width,
                 height: r.height,
+                audio: r.audio_codec,
                 open: r.open,
             })
         })
@@ -96,6 +99,7 @@ fn params_of(r: &SegmentRow) -> TrackParams {
         width: r.width,
         height: r.height,
         sample_entry: Bytes::from(r.sample_entry.clone()),
+        audio: r.audio_params(),
     }
 }
 
@@ -185,6 +189,7 @@ pub(crate) fn export(
             path,
             start_90k: r.start_90k,
             fragments,
+            audio: r.audio_entry.is_some() && r.audio_entry == first.audio_entry,
         });
     }
     let to = stopped.map_or(to_90k, |s| s.min(to_90k));

@@ -252,6 +252,8 @@ fn new_row(volume: &Volume, seg: &ActiveSegment, p: &Progress, open: bool) -> Ne
         open,
         fragments: p.index.clone(),
         takeover: seg.takeover,
+        audio_codec: seg.params.audio.as_ref().map(|a| a.codec.clone()),
+        audio_entry: seg.params.audio.as_ref().map(|a| a.sample_entry.to_vec()),
     }
 }
 

@@ -34,6 +34,7 @@ fn two_segments(dir: &Path, gap: i64) -> (Clip, Vec<ExportPiece>) {
             path,
             start_90k: start,
             fragments,
+            audio: false,
         });
     }
     (clip, pieces)
@@ -195,6 +196,7 @@ fn composition_offsets_survive_segments_and_export() {
             path,
             start_90k: T0 + clip.frames[range.start].0,
             fragments,
+            audio: false,
         });
     }
     let end = T0 + 100 * FRAME;

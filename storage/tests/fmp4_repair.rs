@@ -241,3 +241,59 @@ fn repair_torn_init_empties_the_file() {
 fn repair_init_only_file_plays_empty() {
     damage_and_repair("init-only", 0, |f, r| cut_at(f, r.init_len + 7));
 }
+
+/// A segment with an audio track: its fragments end in audio data, which may end in zero bytes
+/// (FLAC's CRC, AAC padding). Only the video data's last byte tells a zero-filled tail, so such
+/// a file is kept whole, read back with its audio, and a zero-filled tail is still cut.
+#[test]
+fn audio_ending_in_zero_is_not_a_torn_tail() {
+    use bytes::Bytes;
+    use understudy_storage::fmp4::{encode_init, read_fragment, FragmentMuxer};
+    let dir = tempfile::tempdir().unwrap();
+    let clip = load_clip("h264-360p25-small.mp4");
+    // A minimal `fLaC` entry (ISO/IEC 14496-12 AudioSampleEntry at 8 kHz; no `dfLa` is needed
+    // by scan, which reads only the type and rate).
+    let mut entry = vec![0u8, 0, 0, 36];
+    entry.extend_from_slice(b"fLaC");
+    entry.extend_from_slice(&[0; 28]);
+    entry[8 + 24..8 + 26].copy_from_slice(&8000u16.to_be_bytes());
+    let mut params = clip.params.clone();
+    params.audio = Some(understudy_storage::AudioParams {
+        codec: "flac".into(),
+        sample_rate: 8000,
+        sample_entry: Bytes::from(entry),
+    });
+    let path = dir.path().join("av.mp4");
+    let mut out = std::fs::File::create(&path).unwrap();
+    out.write_all(&encode_init(&params).unwrap()).unwrap();
+    let mut muxer = FragmentMuxer::default();
+    let t0 = clip.frames[0].0;
+    let mut frags = Vec::new();
+    for (i, (t, key, data)) in clip.frames[..60].iter().enumerate() {
+        frags.extend(muxer.push(t - t0, *key, data.clone()));
+        // 320 samples (40 ms at 8 kHz) per video frame, each ending in zero.
+        muxer.push_audio(i as i64 * 320, 320, Bytes::from(vec![1, 2, 0]));
+    }
+    frags.extend(muxer.flush());
+    for f in &frags {
+        out.write_all(&f.header).unwrap();
+        for d in &f.data {
+            out.write_all(d).unwrap();
+        }
+    }
+    out.sync_all().unwrap();
+    let s = scan(&path).unwrap();
+    assert_eq!(s.fragments.len(), 3, "no fragment dropped");
+    assert_eq!(s.valid_len, s.file_len);
+    assert_eq!(s.params.as_ref().unwrap().audio, params.audio);
+    let file = std::fs::File::open(&path).unwrap();
+    let audio: usize = s.fragments.iter().map(|f| read_fragment(&file, f).unwrap().audio.len()).sum();
+    assert_eq!(audio, 60);
+    // Zero the last fragment's whole mdat payload: now the video ends in zero, and it goes.
+    let last = s.fragments.last().unwrap();
+    let moof_len = frags.last().unwrap().header.len() as u64;
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&vec![0u8; (last.len - moof_len) as usize], last.offset + moof_len).unwrap();
+    let r = repair(&path).unwrap();
+    assert_eq!(r.scan.fragments.len(), 2);
+}

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::io::{BufRead, BufReader};
+
 use understudy::camsim::{CamSim, CamSimConfig, CameraSpec, Pacing};
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -280,4 +282,40 @@ pub fn probe(path: &Path) -> (u64, u32, u32, f64) {
 pub fn cameras_in(path: &Path) -> std::collections::BTreeSet<u32> {
     let data = std::fs::read(path).unwrap();
     understudy::camsim::find_camsim_tags(&data).into_iter().map(|(c, _)| c).collect()
+}
+
+/// GStreamer's RTSP server (recorder/tests/gst_rtsp_server.py) serving a live test pattern at
+/// `/cam`; killed on drop.
+pub struct GstServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl GstServer {
+    pub fn start(codec: &str) -> GstServer {
+        Self::start_with(codec, "640x360", "none")
+    }
+
+    /// `audio`: none, aac, pcmu, pcma or g726.
+    pub fn start_with(codec: &str, size: &str, audio: &str) -> GstServer {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recorder/tests/gst_rtsp_server.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["0", "--codec", codec, "--size", size, "--fps", "25", "--audio", audio])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("GStreamer RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0) must be installed by tests/run-all.sh");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("server said {line:?}"));
+        GstServer { child, port }
+    }
+}
+
+impl Drop for GstServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -26,7 +26,13 @@ pub(crate) use segments::{
 /// Schema steps, in order: step *i* (0-based) takes `PRAGMA user_version` from *i* to *i* + 1.
 /// A new schema change appends a step here (never edits a shipped one); each step runs in one
 /// transaction with the version bump, so a crash mid-upgrade leaves the previous version intact.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2_TAKEOVER];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2_TAKEOVER, AUDIO_V3];
+
+/// Segments may hold an audio track: its codec name and sample entry (NULL: video only).
+const AUDIO_V3: &str = r#"
+ALTER TABLE segment ADD COLUMN audio_codec TEXT;
+ALTER TABLE segment ADD COLUMN audio_entry BLOB;
+"#;
 
 /// Schema version stored in `PRAGMA user_version`: the number of steps in [`MIGRATIONS`].
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

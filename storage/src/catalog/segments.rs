@@ -24,6 +24,9 @@ pub(crate) struct NewSegment {
     pub fragments: Vec<u8>,
     /// Takeover footage (a main's camera), as opposed to this box's own cameras.
     pub takeover: bool,
+    /// The audio track's codec name and whole sample entry, if the segment has one.
+    pub audio_codec: Option<String>,
+    pub audio_entry: Option<Vec<u8>>,
 }
 
 /// The durable progress of an already cataloged segment.
@@ -62,10 +65,25 @@ pub(crate) struct SegmentRow {
     pub open: bool,
     /// Empty unless asked for.
     pub fragments: Vec<u8>,
+    pub audio_codec: Option<String>,
+    pub audio_entry: Option<Vec<u8>>,
+}
+
+impl SegmentRow {
+    /// The audio track's parameters, if the segment has a (readable) one.
+    pub(crate) fn audio_params(&self) -> Option<crate::track::AudioParams> {
+        let entry = self.audio_entry.as_ref()?;
+        let (codec, sample_rate) = crate::fmp4::audio::describe(entry).ok()?;
+        Some(crate::track::AudioParams {
+            codec,
+            sample_rate,
+            sample_entry: bytes::Bytes::from(entry.clone()),
+        })
+    }
 }
 
 const COLUMNS: &str =
-    "id, channel, volume_id, path, start_90k, end_90k, bytes, frames, codec, width, height, sample_entry, open";
+    "id, channel, volume_id, path, start_90k, end_90k, bytes, frames, codec, width, height, sample_entry, open, audio_codec, audio_entry";
 
 fn read_row(r: &Row<'_>, with_fragments: bool) -> rusqlite::Result<SegmentRow> {
     Ok(SegmentRow {
@@ -82,8 +100,10 @@ fn read_row(r: &Row<'_>, with_fragments: bool) -> rusqlite::Result<SegmentRow> {
         height: r.get(10)?,
         sample_entry: r.get(11)?,
         open: r.get(12)?,
+        audio_codec: r.get(13)?,
+        audio_entry: r.get(14)?,
         fragments: if with_fragments {
-            r.get(13)?
+            r.get(15)?
         } else {
             Vec::new()
         },
@@ -97,14 +117,15 @@ fn to_i64(v: u64) -> i64 {
 fn insert(c: &Connection, s: &NewSegment) -> rusqlite::Result<i64> {
     c.execute(
         "INSERT INTO segment (channel, volume_id, path, start_90k, end_90k, bytes, frames, codec, width, height,
-                              sample_entry, open, fragments, takeover)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                              sample_entry, open, fragments, takeover, audio_codec, audio_entry)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          ON CONFLICT (volume_id, path) DO UPDATE SET
             channel = excluded.channel, start_90k = excluded.start_90k, end_90k = excluded.end_90k,
             bytes = excluded.bytes, frames = excluded.frames, codec = excluded.codec,
             width = excluded.width, height = excluded.height, sample_entry = excluded.sample_entry,
             open = excluded.open, fragments = excluded.fragments,
-            takeover = MAX(segment.takeover, excluded.takeover)",
+            takeover = MAX(segment.takeover, excluded.takeover),
+            audio_codec = excluded.audio_codec, audio_entry = excluded.audio_entry",
         params![
             s.channel,
             s.volume_id,
@@ -119,7 +140,9 @@ fn insert(c: &Connection, s: &NewSegment) -> rusqlite::Result<i64> {
             s.sample_entry,
             s.open,
             s.fragments,
-            s.takeover
+            s.takeover,
+            s.audio_codec,
+            s.audio_entry
         ],
     )?;
     c.query_row(

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use tracing::debug;
 
 use super::mux::{Fragment, FragmentMuxer, DEFAULT_MAX_FRAGMENT_90K};
-use super::read::read_fragment_samples;
+use super::read::read_fragment;
 use super::write::encode_init;
 use super::FragmentInfo;
 use crate::track::TrackParams;
@@ -21,6 +21,8 @@ pub struct ExportPiece {
     pub start_90k: i64,
     /// The file's complete fragments, in order.
     pub fragments: Vec<FragmentInfo>,
+    /// Its audio track has the export's audio parameters: export its audio too.
+    pub audio: bool,
 }
 
 /// What was exported.
@@ -108,12 +110,24 @@ pub fn write_export(
                 &open.insert((piece, f)).1
             }
         };
-        let samples =
-            read_fragment_samples(file, frag).map_err(|e| with_path(e, "reading", path))?;
+        let samples = read_fragment(file, frag).map_err(|e| with_path(e, "reading", path))?;
         read += frag.len;
         progress(read, total);
+        if let Some(a) = params.audio.as_ref().filter(|_| pieces[piece].audio) {
+            let rate = i64::from(a.sample_rate);
+            let piece_start = pieces[piece].start_90k.saturating_sub(export_start);
+            let end = to_90k.saturating_sub(export_start);
+            let mut t = to_rate(piece_start, rate).saturating_add(samples.audio_base_time as i64);
+            for (meta, data) in samples.audio {
+                if t.saturating_mul(90_000) / rate >= end {
+                    break;
+                }
+                muxer.push_audio(t, meta.duration, data);
+                t = t.saturating_add(i64::from(meta.duration));
+            }
+        }
         let mut t = frag_start;
-        for (meta, data) in samples {
+        for (meta, data) in samples.video {
             if t >= to_90k {
                 break 'fragments;
             }
@@ -147,6 +161,11 @@ pub fn write_export(
         frames,
         bytes,
     })
+}
+
+/// 90 kHz ticks to ticks of `rate` per second.
+fn to_rate(t_90k: i64, rate: i64) -> i64 {
+    i64::try_from(i128::from(t_90k) * i128::from(rate) / 90_000).unwrap_or(i64::MAX)
 }
 
 fn write_fragment(out: &mut dyn Write, f: &Fragment, bytes: &mut u64) -> io::Result<()> {

@@ -1,10 +1,11 @@
-//! Reading an init segment's `moov` back: the video track's parameters, its track ID and the
+//! Reading an init segment's `moov` back: the video track's parameters (and the audio
+//! track's, if any), the video track ID and the
 //! `trex` defaults that fragments fall back on (ISO/IEC 14496-12 §8.2, §8.3, §8.4, §8.8.3).
 
 use bytes::Bytes;
 
 use super::boxes::{children, require, Fields};
-use crate::track::{TrackParams, TIMESCALE};
+use crate::track::{AudioParams, TrackParams, TIMESCALE};
 
 /// Per-sample defaults from `trex` (§8.8.3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,12 +26,33 @@ pub(crate) struct InitInfo {
 /// Parses a `moov` body. Errors name the box that is missing or malformed.
 pub(crate) fn parse_moov(moov: &[u8]) -> Result<InitInfo, String> {
     let mut video = None;
+    let mut audio = None;
     for child in children(moov) {
         let child = child?;
         if &child.kind == b"trak" {
-            if let Some(found) = video_track(child.body)? {
-                video = Some(found);
-                break;
+            match track(child.body)? {
+                Some((b"vide", id, timescale, entry)) if video.is_none() => {
+                    if timescale != TIMESCALE {
+                        return Err(format!(
+                            "video track {id} has timescale {timescale}, not {TIMESCALE}"
+                        ));
+                    }
+                    video = Some((id, entry));
+                }
+                Some((b"soun", _, timescale, entry)) if audio.is_none() => {
+                    let (codec, rate) = super::audio::describe(entry)?;
+                    if rate != timescale {
+                        return Err(format!(
+                            "audio track has timescale {timescale}, its sample rate is {rate}"
+                        ));
+                    }
+                    audio = Some(AudioParams {
+                        codec,
+                        sample_rate: rate,
+                        sample_entry: Bytes::copy_from_slice(entry),
+                    });
+                }
+                _ => {}
             }
         }
     }
@@ -63,22 +85,28 @@ pub(crate) fn parse_moov(moov: &[u8]) -> Result<InitInfo, String> {
             width,
             height,
             sample_entry: Bytes::copy_from_slice(entry),
+            audio,
         },
         track_id,
         trex,
     })
 }
 
-/// `(track_ID, first sample entry)` if this `trak` is a video track at 90 kHz.
-fn video_track(trak: &[u8]) -> Result<Option<(u32, &[u8])>, String> {
+/// What a `trak` holds.
+type Track<'a> = (&'a [u8; 4], u32, u32, &'a [u8]);
+
+/// `(handler, track_ID, timescale, first sample entry)` if this `trak` is a video or audio track.
+fn track(trak: &[u8]) -> Result<Option<Track<'_>>, String> {
     let mdia = require(trak, b"mdia", "trak")?;
     let hdlr = require(mdia.body, b"hdlr", "mdia")?;
     let mut f = Fields::new(hdlr.body, "hdlr");
     f.version_flags()?;
     let _pre_defined = f.u32()?;
-    if f.take(4)? != b"vide" {
-        return Ok(None);
-    }
+    let handler: &'static [u8; 4] = match f.take(4)? {
+        b"vide" => b"vide",
+        b"soun" => b"soun",
+        _ => return Ok(None),
+    };
 
     let tkhd = require(trak, b"tkhd", "trak")?;
     let mut f = Fields::new(tkhd.body, "tkhd");
@@ -91,11 +119,6 @@ fn video_track(trak: &[u8]) -> Result<Option<(u32, &[u8])>, String> {
     let (version, _) = f.version_flags()?;
     f.take(if version == 1 { 16 } else { 8 })?;
     let timescale = f.u32()?;
-    if timescale != TIMESCALE {
-        return Err(format!(
-            "video track {track_id} has timescale {timescale}, not {TIMESCALE}"
-        ));
-    }
 
     let minf = require(mdia.body, b"minf", "mdia")?;
     let stbl = require(minf.body, b"stbl", "minf")?;
@@ -107,7 +130,7 @@ fn video_track(trak: &[u8]) -> Result<Option<(u32, &[u8])>, String> {
     }
     let entries = &stsd.body[8..];
     let entry = find_first(entries)?.ok_or("'stsd' has no entries")?;
-    Ok(Some((track_id, entry)))
+    Ok(Some((handler, track_id, timescale, entry)))
 }
 
 fn find_first(buf: &[u8]) -> Result<Option<&[u8]>, String> {

@@ -1,5 +1,6 @@
 //! Fragmented MP4 (ISO/IEC 14496-12) as Understudy writes and reads it: one video track,
-//! timescale 90 kHz, `ftyp` + `moov` (with `mvex`/`trex`), then `moof`+`mdat` pairs.
+//! timescale 90 kHz, and optionally one audio track at its sample rate; `ftyp` + `moov` (with
+//! `mvex`/`trex`), then `moof`+`mdat` pairs (a video `traf`, then the audio `traf` if any).
 //!
 //! Writing uses `mp4-atom` for the init segment and hand-written fragment headers; scanning
 //! walks top-level boxes itself so that a torn file (what a crash or power loss leaves) is
@@ -54,6 +55,7 @@ pub struct ScanResult {
     pub file_len: u64,
 }
 
+pub mod audio;
 mod boxes;
 mod codec;
 pub mod export;
@@ -65,7 +67,8 @@ pub mod scan;
 pub mod write;
 
 pub use export::{write_export, ExportPiece, ExportSummary};
+pub use audio::{AudioMeta, AudioRun};
 pub use mux::{Fragment, FragmentMuxer};
-pub use read::read_fragment_samples;
+pub use read::{read_fragment, read_fragment_samples, FragmentSamples};
 pub use scan::{repair, scan, RepairOutcome};
 pub use write::{encode_fragment, encode_init, EncodeError};

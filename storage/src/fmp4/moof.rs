@@ -1,19 +1,25 @@
 //! Parsing a `moof` (ISO/IEC 14496-12 §8.8.4–§8.8.8, §8.8.12) and checking it against the
-//! `mdat` that follows: one `traf` with one `trun`, data exactly filling the `mdat` payload.
+//! `mdat` that follows: the video `traf` with one `trun`, optionally an audio `traf` whose data
+//! follows the video's, together exactly filling the `mdat` payload.
 
 use super::boxes::{children, require, Fields, KindDisplay};
 use super::init::TrexDefaults;
 use super::write::FLAG_IS_NON_SYNC;
 use super::SampleMeta;
+use super::audio::{parse_audio_traf, AudioRun};
 
 /// What a fragment header says, once checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct MoofSummary {
     pub sequence: u32,
     pub base_time: u64,
     pub samples: u32,
     pub duration: u64,
     pub starts_with_key: bool,
+    /// The audio track's samples in this fragment, if it has any.
+    pub audio: Option<AudioRun>,
+    /// Bytes of video sample data (at the start of the `mdat` payload).
+    pub video_bytes: u64,
 }
 
 /// Where the track's samples must be: the `mdat` payload's absolute offset and length.
@@ -39,16 +45,22 @@ pub(crate) fn parse_moof(
     let sequence = f.u32()?;
 
     let mut traf = None;
+    let mut audio_traf = None;
     for child in children(moof_body) {
         let child = child?;
         if &child.kind == b"traf" {
-            if traf.is_some() {
-                return Err("more than one 'traf'".to_owned());
+            let slot = if traf_track(child.body)? == track_id {
+                &mut traf
+            } else {
+                &mut audio_traf
+            };
+            if slot.is_some() {
+                return Err("more than one 'traf' for a track, or more than two tracks".to_owned());
             }
-            traf = Some(child.body);
+            *slot = Some(child.body);
         }
     }
-    let traf = traf.ok_or("no 'traf' in 'moof'")?;
+    let traf = traf.ok_or("no 'traf' for the video track in 'moof'")?;
 
     // TrackFragmentHeaderBox (§8.8.7).
     let tfhd = require(traf, b"tfhd", "traf")?;
@@ -188,6 +200,21 @@ pub(crate) fn parse_moof(
             cts_offset,
         });
     }
+    let video_bytes = data_len;
+    let audio = match audio_traf {
+        None => None,
+        Some(body) => {
+            let (run, start) = parse_audio_traf(body, moof_offset)?;
+            if start != payload.start + data_len {
+                return Err(format!(
+                    "audio data starts at {start}, the video data ends at {}",
+                    payload.start + data_len
+                ));
+            }
+            data_len += run.samples.iter().map(|s| u64::from(s.size)).sum::<u64>();
+            Some(run)
+        }
+    };
     if data_len != payload.len {
         return Err(format!(
             "'trun' sample sizes add up to {data_len} bytes, the 'mdat' payload is {}",
@@ -200,7 +227,17 @@ pub(crate) fn parse_moof(
         samples: count,
         duration,
         starts_with_key,
+        audio,
+        video_bytes,
     })
+}
+
+/// The `track_ID` of a `traf` body's `tfhd`.
+fn traf_track(traf: &[u8]) -> Result<u32, String> {
+    let tfhd = require(traf, b"tfhd", "traf")?;
+    let mut f = Fields::new(tfhd.body, "tfhd");
+    f.version_flags()?;
+    f.u32()
 }
 
 /// Checks that the box after a `moof` is an `mdat`, for messages.
@@ -268,7 +305,9 @@ mod tests {
                 base_time: 90_000,
                 samples: 2,
                 duration: 6600,
-                starts_with_key: true
+                starts_with_key: true,
+                audio: None,
+                video_bytes: 15,
             }
         );
     }

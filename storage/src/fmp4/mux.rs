@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use tracing::{error, warn};
 
+use super::audio::{append_audio_traf, AudioMeta, AudioRun};
 use super::write::encode_fragment;
 use super::SampleMeta;
 
@@ -19,8 +20,9 @@ const MAX_FRAGMENT_BYTES: u64 = 256 << 20;
 pub struct Fragment {
     /// `moof` + `mdat` header.
     pub header: Vec<u8>,
-    /// The samples' data, in order (write with vectored IO).
+    /// The samples' data, in order (write with vectored IO): the video's, then the audio's.
     pub data: Vec<Bytes>,
+    /// The video samples.
     pub samples: Vec<SampleMeta>,
     /// `mfhd` sequence number.
     pub sequence: u32,
@@ -74,6 +76,16 @@ pub struct FragmentMuxer {
     /// End of the last finished sample: no later frame may start before it.
     finished_until: Option<u64>,
     last_duration: Option<u32>,
+    audio: PendingAudio,
+}
+
+/// Audio samples waiting for the next fragment (audio has its own durations: no holding back).
+#[derive(Debug, Default)]
+struct PendingAudio {
+    run: AudioRun,
+    data: Vec<Bytes>,
+    /// End of the last audio sample taken, in the audio timescale.
+    end: Option<u64>,
 }
 
 impl Default for FragmentMuxer {
@@ -92,6 +104,7 @@ impl FragmentMuxer {
             pending: Pending::default(),
             finished_until: None,
             last_duration: None,
+            audio: PendingAudio::default(),
         }
     }
 
@@ -143,6 +156,37 @@ impl FragmentMuxer {
             data,
         });
         cut
+    }
+
+    /// Adds an audio sample starting at `time` (the audio track's timescale, relative to the
+    /// stream's time 0) lasting `duration`. It goes into the next fragment cut, after the video.
+    /// Samples before time 0 are dropped; one that overlaps the previous sample starts at its
+    /// end; a gap after a pending sample is absorbed by lengthening that sample, so the audio
+    /// timeline stays continuous and in sync with the video.
+    pub fn push_audio(&mut self, time: i64, duration: u32, data: Bytes) {
+        let Ok(time) = u64::try_from(time) else {
+            return;
+        };
+        if duration == 0 || u32::try_from(data.len()).is_err() {
+            return;
+        }
+        let a = &mut self.audio;
+        let time = a.end.map_or(time, |end| time.max(end));
+        if let (Some(end), Some(last)) = (a.end, a.run.samples.last_mut()) {
+            let gap = time - end;
+            match u32::try_from(u64::from(last.duration) + gap) {
+                Ok(d) => last.duration = d,
+                Err(_) => return,
+            }
+        } else if a.run.samples.is_empty() {
+            a.run.base_time = time;
+        }
+        a.run.samples.push(AudioMeta {
+            duration,
+            size: data.len() as u32,
+        });
+        a.data.push(data);
+        a.end = Some(time + u64::from(duration));
     }
 
     /// Cuts now: the held frame gets the previous frame's duration (or 40 ms if none).
@@ -223,7 +267,7 @@ impl FragmentMuxer {
         );
         let sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(1);
-        let header = match encode_fragment(sequence, p.base_time, &p.samples) {
+        let mut header = match encode_fragment(sequence, p.base_time, &p.samples) {
             Ok(h) => h,
             Err(e) => {
                 // Unreachable: samples are non-empty and their bytes are capped well under 4 GiB.
@@ -231,10 +275,17 @@ impl FragmentMuxer {
                 return None;
             }
         };
+        let mut data = p.data;
+        let audio = std::mem::take(&mut self.audio.run);
+        let audio_data = std::mem::take(&mut self.audio.data);
+        match append_audio_traf(&mut header, &audio) {
+            Ok(()) => data.extend(audio_data),
+            Err(e) => error!(sequence, error = %e, "dropping the audio of a fragment"),
+        }
         let starts_with_key = p.samples.first().is_some_and(|s| s.key);
         Some(Fragment {
             header,
-            data: p.data,
+            data,
             samples: p.samples,
             sequence,
             base_time: p.base_time,
@@ -409,5 +460,52 @@ mod tests {
         let c = m.flush().unwrap();
         assert_eq!(c.base_time, b.base_time + b.duration);
         assert!(m.flush().is_none());
+    }
+
+    #[test]
+    fn audio_goes_into_a_second_traf_after_the_video_data() {
+        use mp4_atom::{Decode as _, Moof};
+        let mut m = FragmentMuxer::new(90_000);
+        // Video at 25 fps; audio at 8 kHz in 1024-sample frames; a gap of one frame at 3072.
+        assert!(m.push(0, true, frame(0)).is_none());
+        m.push_audio(-10, 1024, Bytes::from_static(b"early")); // before time 0: dropped
+        m.push_audio(0, 1024, Bytes::from_static(b"aaaa"));
+        m.push_audio(1000, 1024, Bytes::from_static(b"bb")); // overlaps: starts at 1024
+        m.push_audio(3072, 1024, Bytes::from_static(b"c")); // gap: previous lasts 2048
+        assert!(m.push(3600, false, frame(1)).is_none());
+        let f = m.push(7200, true, frame(2)).unwrap();
+        assert_eq!(f.samples.len(), 2);
+        assert_eq!(f.data.len(), 5, "two video samples then three audio samples");
+        let moof_len = f.header.len() - super::super::write::MDAT_HEADER_LEN;
+        let moof = Moof::decode(&mut &f.header[..moof_len]).unwrap();
+        assert_eq!(moof.traf.len(), 2);
+        let (v, a) = (&moof.traf[0], &moof.traf[1]);
+        assert_eq!(a.tfhd.track_id, super::super::write::AUDIO_TRACK_ID);
+        assert_eq!(a.tfdt.as_ref().unwrap().base_media_decode_time, 0);
+        let durations: Vec<_> = a.trun[0].samples.iter().map(|s| s.duration.unwrap()).collect();
+        assert_eq!(durations, [1024, 2048, 1024]);
+        let video_len: usize = f.data[..2].iter().map(|d| d.len()).sum();
+        assert_eq!(v.trun[0].data_offset, Some(f.header.len() as i32));
+        assert_eq!(a.trun[0].data_offset, Some((f.header.len() + video_len) as i32));
+        // The same header parses back with the audio run and its sizes filling the mdat.
+        let payload = super::super::moof::Payload {
+            start: f.header.len() as u64,
+            len: f.len() - f.header.len() as u64,
+        };
+        let s = super::super::moof::parse_moof(
+            &f.header[8..moof_len],
+            0,
+            1,
+            Default::default(),
+            payload,
+            |_| {},
+        )
+        .unwrap();
+        let run = s.audio.unwrap();
+        assert_eq!(run.samples.iter().map(|s| s.size).collect::<Vec<_>>(), [4, 2, 1]);
+        // Nothing pending: the next fragment has no audio traf.
+        let g = m.flush().unwrap();
+        let moof_len = g.header.len() - super::super::write::MDAT_HEADER_LEN;
+        assert_eq!(Moof::decode(&mut &g.header[..moof_len]).unwrap().traf.len(), 1);
     }
 }

@@ -10,17 +10,31 @@ use super::boxes::parse_header;
 use super::init::TrexDefaults;
 use super::moof::{expect_mdat, parse_moof, Payload};
 use super::write::TRACK_ID;
-use super::{FragmentInfo, SampleMeta};
+use super::{AudioMeta, FragmentInfo, SampleMeta};
 
 /// The samples of one fragment with their data, in decode order.
-///
-/// Re-reads the fragment's `moof` (the catalog's `FragmentInfo` is only a pointer) and its whole
-/// `mdat` payload in one read; the returned `Bytes` are slices of that one buffer. Errors are
-/// `InvalidData` if the bytes at `frag.offset` are not the fragment described.
 pub fn read_fragment_samples(
     file: &File,
     frag: &FragmentInfo,
 ) -> io::Result<Vec<(SampleMeta, Bytes)>> {
+    read_fragment(file, frag).map(|f| f.video)
+}
+
+/// A fragment's samples with their data: the video's and the audio's.
+#[derive(Clone, Debug, Default)]
+pub struct FragmentSamples {
+    pub video: Vec<(SampleMeta, Bytes)>,
+    /// `tfdt` of the audio run (audio timescale, from the segment's start).
+    pub audio_base_time: u64,
+    pub audio: Vec<(AudioMeta, Bytes)>,
+}
+
+/// Reads one fragment's video and audio samples.
+///
+/// Re-reads the fragment's `moof` (the catalog's `FragmentInfo` is only a pointer) and its whole
+/// `mdat` payload in one read; the returned `Bytes` are slices of that one buffer. Errors are
+/// `InvalidData` if the bytes at `frag.offset` are not the fragment described.
+pub fn read_fragment(file: &File, frag: &FragmentInfo) -> io::Result<FragmentSamples> {
     let bad = |what: String| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -80,13 +94,24 @@ pub fn read_fragment_samples(
     file.read_exact_at(&mut data, payload.start)?;
     let data = Bytes::from(data);
     let mut at = 0usize;
-    Ok(metas
-        .into_iter()
-        .map(|m| {
-            let end = at + m.size as usize; // sizes sum to the payload length (checked by parse_moof)
-            let sample = data.slice(at..end);
-            at = end;
-            (m, sample)
-        })
-        .collect())
+    // Sizes sum to the payload length (checked by parse_moof).
+    let mut take = |size: u32| {
+        let end = at + size as usize;
+        let sample = data.slice(at..end);
+        at = end;
+        sample
+    };
+    let video = metas.into_iter().map(|m| (m, take(m.size))).collect();
+    let (audio_base_time, audio) = match summary.audio {
+        Some(run) => (
+            run.base_time,
+            run.samples.into_iter().map(|m| (m, take(m.size))).collect(),
+        ),
+        None => (0, Vec::new()),
+    };
+    Ok(FragmentSamples {
+        video,
+        audio_base_time,
+        audio,
+    })
 }

@@ -95,6 +95,8 @@ pub(crate) fn scan_file(file: &File) -> io::Result<(ScanResult, Option<String>)>
     };
     let mut stage = Stage::ExpectFtyp;
     let mut pos = 0u64;
+    // Where each fragment's video data ends (audio data, if any, follows it).
+    let mut video_ends = Vec::new();
     let mut buf = Vec::new();
     let stop = loop {
         if pos == file_len {
@@ -140,7 +142,8 @@ pub(crate) fn scan_file(file: &File) -> io::Result<(ScanResult, Option<String>)>
             }
             (Stage::Fragments(init), b"moof") => {
                 match fragment(file, pos, header, file_len, &init, &mut buf)? {
-                    Ok(frag) => {
+                    Ok((frag, video_end)) => {
+                        video_ends.push(video_end);
                         let frag_end = frag.offset + frag.len;
                         result.valid_len = frag_end;
                         result.fragments.push(frag);
@@ -160,7 +163,7 @@ pub(crate) fn scan_file(file: &File) -> io::Result<(ScanResult, Option<String>)>
         stage = next;
         pos = next_pos;
     };
-    let stop = drop_zeroed_tail(file, &mut result)?.or(stop);
+    let stop = drop_zeroed_tail(file, &mut result, &video_ends)?.or(stop);
     if result.params.is_none() {
         result.init_len = 0;
         result.valid_len = 0;
@@ -202,7 +205,7 @@ fn fragment(
     file_len: u64,
     init: &InitInfo,
     buf: &mut Vec<u8>,
-) -> io::Result<Result<FragmentInfo, String>> {
+) -> io::Result<Result<(FragmentInfo, u64), String>> {
     if moof.size > MAX_MOOF {
         return Ok(Err(format!(
             "'moof' of {} bytes is implausibly large",
@@ -227,13 +230,16 @@ fn fragment(
     };
     let body = &buf[moof.header_len as usize..];
     Ok(
-        parse_moof(body, pos, init.track_id, init.trex, payload, |_| {}).map(|s| FragmentInfo {
-            offset: pos,
-            len: moof.size + mdat.size,
-            base_time: s.base_time,
-            duration: s.duration,
-            samples: s.samples,
-            starts_with_key: s.starts_with_key,
+        parse_moof(body, pos, init.track_id, init.trex, payload, |_| {}).map(|s| {
+            let info = FragmentInfo {
+                offset: pos,
+                len: moof.size + mdat.size,
+                base_time: s.base_time,
+                duration: s.duration,
+                samples: s.samples,
+                starts_with_key: s.starts_with_key,
+            };
+            (info, payload.start + s.video_bytes)
         }),
     )
 }
@@ -241,7 +247,13 @@ fn fragment(
 /// H.264 and H.265 NAL units never end in a zero byte (ISO/IEC 14496-10 §7.4.1, 23008-2
 /// §7.4.2), so a fragment whose data ends in zero is a zero-filled tail that happens to sit
 /// inside an `mdat` (power loss after the length was extended). Drops such fragments from the end.
-fn drop_zeroed_tail(file: &File, result: &mut ScanResult) -> io::Result<Option<String>> {
+/// The video data's last byte is checked (`video_ends`, one per fragment): audio data after
+/// it may well end in zero.
+fn drop_zeroed_tail(
+    file: &File,
+    result: &mut ScanResult,
+    video_ends: &[u64],
+) -> io::Result<Option<String>> {
     let h26x = result.params.as_ref().is_some_and(|p| {
         ["avc1", "avc3", "hvc1", "hev1"]
             .iter()
@@ -253,7 +265,11 @@ fn drop_zeroed_tail(file: &File, result: &mut ScanResult) -> io::Result<Option<S
     let mut reason = None;
     while let Some(last) = result.fragments.last() {
         let mut byte = [0u8; 1];
-        file.read_exact_at(&mut byte, last.offset + last.len - 1)?;
+        let video_end = video_ends
+            .get(result.fragments.len() - 1)
+            .copied()
+            .unwrap_or(last.offset + last.len);
+        file.read_exact_at(&mut byte, video_end - 1)?;
         if byte[0] != 0 {
             break;
         }

@@ -10,8 +10,10 @@ use super::boxes::{parse_header, KindDisplay};
 use super::SampleMeta;
 use crate::track::{TrackParams, TIMESCALE};
 
-/// The only track in every file Understudy writes.
+/// The video track of every file Understudy writes.
 pub const TRACK_ID: u32 = 1;
+/// The audio track, in files that have one.
+pub const AUDIO_TRACK_ID: u32 = 2;
 
 /// `sample_flags` (ISO/IEC 14496-12 §8.8.3.1) of a sync sample: `sample_depends_on` = 2
 /// (does not depend on others).
@@ -38,7 +40,7 @@ const MOOF_FIXED: usize = 8 + 16 + 8 + 16 + 20 + 20;
 /// Bytes of the `mdat` header `encode_fragment` appends.
 pub const MDAT_HEADER_LEN: usize = 8;
 
-/// `ftyp` + `moov` for one video track at 90 kHz, with `mvex`/`trex` so players treat it as fragmented.
+/// `ftyp` + `moov` for one video track at 90 kHz (and the audio track, if any, at its sample rate), with `mvex`/`trex` so players treat it as fragmented.
 pub fn encode_init(params: &TrackParams) -> Result<Vec<u8>, EncodeError> {
     let entry = &params.sample_entry[..];
     let header = parse_header(entry)
@@ -79,77 +81,123 @@ pub fn encode_init(params: &TrackParams) -> Result<Vec<u8>, EncodeError> {
         ))
     };
     ftyp.encode(&mut buf).map_err(mp4)?;
+    if let Some(a) = &params.audio {
+        super::audio::describe(&a.sample_entry)
+            .map_err(|e| EncodeError(format!("audio sample entry for {}: {e}", a.codec)))?;
+    }
     buf.encode_atom(FourCC::new(b"moov"), |buf| {
         mp4_atom::Mvhd {
             timescale: TIMESCALE,
             duration: 0,
             rate: mp4_atom::FixedPoint::new(1, 0),
             volume: mp4_atom::FixedPoint::new(1, 0),
-            next_track_id: TRACK_ID + 1,
+            next_track_id: AUDIO_TRACK_ID + 1,
             ..Default::default()
         }
         .encode(buf)?;
-        buf.encode_atom(FourCC::new(b"trak"), |buf| {
-            mp4_atom::Tkhd {
-                track_id: TRACK_ID,
-                enabled: true,
-                in_movie: true,
-                width: mp4_atom::FixedPoint::new(params.width, 0),
-                height: mp4_atom::FixedPoint::new(params.height, 0),
-                ..Default::default()
-            }
-            .encode(buf)?;
-            buf.encode_atom(FourCC::new(b"mdia"), |buf| {
-                mp4_atom::Mdhd {
-                    timescale: TIMESCALE,
-                    duration: 0,
-                    language: "und".to_owned(),
-                    ..Default::default()
-                }
-                .encode(buf)?;
-                mp4_atom::Hdlr {
-                    handler: FourCC::new(b"vide"),
-                    name: "VideoHandler".to_owned(),
-                }
-                .encode(buf)?;
-                buf.encode_atom(FourCC::new(b"minf"), |buf| {
-                    mp4_atom::Vmhd::default().encode(buf)?;
-                    mp4_atom::Dinf {
-                        dref: mp4_atom::Dref {
-                            entries: vec![mp4_atom::DrefEntry::Url(mp4_atom::Url {
-                                location: String::new(),
-                            })],
-                        },
-                    }
-                    .encode(buf)?;
-                    buf.encode_atom(FourCC::new(b"stbl"), |buf| {
-                        // SampleDescriptionBox (§8.5.2): a full box with one entry, spliced verbatim.
-                        buf.encode_atom(FourCC::new(b"stsd"), |buf| {
-                            buf.append_slice(&0u32.to_be_bytes()); // version 0, flags 0
-                            buf.append_slice(&1u32.to_be_bytes()); // entry_count
-                            buf.append_slice(entry);
-                            Ok(())
-                        })?;
-                        mp4_atom::Stts::default().encode(buf)?;
-                        mp4_atom::Stsc::default().encode(buf)?;
-                        mp4_atom::Stsz::default().encode(buf)?;
-                        mp4_atom::Stco::default().encode(buf)
-                    })
-                })
-            })
-        })?;
-        mp4_atom::Mvex {
-            mehd: None,
-            trex: vec![mp4_atom::Trex {
-                track_id: TRACK_ID,
+        let video = TrakSpec {
+            track_id: TRACK_ID,
+            timescale: TIMESCALE,
+            video_size: Some((params.width, params.height)),
+            entry,
+        };
+        encode_trak(buf, &video)?;
+        let mut trex = vec![mp4_atom::Trex {
+            track_id: TRACK_ID,
+            default_sample_description_index: 1,
+            ..Default::default()
+        }];
+        if let Some(a) = &params.audio {
+            let audio = TrakSpec {
+                track_id: AUDIO_TRACK_ID,
+                timescale: a.sample_rate,
+                video_size: None,
+                entry: &a.sample_entry,
+            };
+            encode_trak(buf, &audio)?;
+            trex.push(mp4_atom::Trex {
+                track_id: AUDIO_TRACK_ID,
                 default_sample_description_index: 1,
                 ..Default::default()
-            }],
+            });
         }
-        .encode(buf)
+        mp4_atom::Mvex { mehd: None, trex }.encode(buf)
     })
     .map_err(mp4)?;
     Ok(buf)
+}
+
+/// One `trak` of the init segment.
+struct TrakSpec<'a> {
+    track_id: u32,
+    timescale: u32,
+    /// Width and height for a video track; `None` for audio.
+    video_size: Option<(u16, u16)>,
+    /// The sample entry, spliced verbatim into `stsd`.
+    entry: &'a [u8],
+}
+
+/// A `trak` with empty sample tables (ISO/IEC 14496-12 §8.3–§8.7; the samples are in fragments).
+fn encode_trak(buf: &mut Vec<u8>, t: &TrakSpec<'_>) -> Result<(), mp4_atom::Error> {
+    buf.encode_atom(FourCC::new(b"trak"), |buf| {
+        let (width, height) = t.video_size.unwrap_or((0, 0));
+        mp4_atom::Tkhd {
+            track_id: t.track_id,
+            enabled: true,
+            in_movie: true,
+            width: mp4_atom::FixedPoint::new(width, 0),
+            height: mp4_atom::FixedPoint::new(height, 0),
+            // Audio tracks play at full volume; video tracks have none (§8.3.2.3).
+            volume: mp4_atom::FixedPoint::new(u8::from(t.video_size.is_none()), 0),
+            ..Default::default()
+        }
+        .encode(buf)?;
+        buf.encode_atom(FourCC::new(b"mdia"), |buf| {
+            mp4_atom::Mdhd {
+                timescale: t.timescale,
+                duration: 0,
+                language: "und".to_owned(),
+                ..Default::default()
+            }
+            .encode(buf)?;
+            let (handler, name) = match t.video_size {
+                Some(_) => (b"vide", "VideoHandler"),
+                None => (b"soun", "SoundHandler"),
+            };
+            mp4_atom::Hdlr {
+                handler: FourCC::new(handler),
+                name: name.to_owned(),
+            }
+            .encode(buf)?;
+            buf.encode_atom(FourCC::new(b"minf"), |buf| {
+                match t.video_size {
+                    Some(_) => mp4_atom::Vmhd::default().encode(buf)?,
+                    None => mp4_atom::Smhd::default().encode(buf)?,
+                }
+                mp4_atom::Dinf {
+                    dref: mp4_atom::Dref {
+                        entries: vec![mp4_atom::DrefEntry::Url(mp4_atom::Url {
+                            location: String::new(),
+                        })],
+                    },
+                }
+                .encode(buf)?;
+                buf.encode_atom(FourCC::new(b"stbl"), |buf| {
+                    // SampleDescriptionBox (§8.5.2): a full box with one entry, spliced verbatim.
+                    buf.encode_atom(FourCC::new(b"stsd"), |buf| {
+                        buf.append_slice(&0u32.to_be_bytes()); // version 0, flags 0
+                        buf.append_slice(&1u32.to_be_bytes()); // entry_count
+                        buf.append_slice(t.entry);
+                        Ok(())
+                    })?;
+                    mp4_atom::Stts::default().encode(buf)?;
+                    mp4_atom::Stsc::default().encode(buf)?;
+                    mp4_atom::Stsz::default().encode(buf)?;
+                    mp4_atom::Stco::default().encode(buf)
+                })
+            })
+        })
+    })
 }
 
 /// Total size of the `moof` plus `mdat` header for `sample_count` samples, with or without
@@ -249,7 +297,7 @@ pub fn encode_fragment(
     Ok(b)
 }
 
-fn put_header(b: &mut Vec<u8>, size: u32, kind: &[u8; 4]) {
+pub(crate) fn put_header(b: &mut Vec<u8>, size: u32, kind: &[u8; 4]) {
     b.extend_from_slice(&size.to_be_bytes());
     b.extend_from_slice(kind);
 }
@@ -327,6 +375,7 @@ mod tests {
             width: 1,
             height: 1,
             sample_entry: bytes::Bytes::from_static(b"\0\0\0\x10avc1"),
+            audio: None,
         };
         assert!(encode_init(&params).is_err());
         // A complete box, but not a visual sample entry `scan` could read back.

@@ -16,7 +16,7 @@ use crate::naming::{ms_floor, TICKS_PER_MS};
 use crate::segment::ActiveSegment;
 use crate::stats::DurableStats;
 use crate::store::Shared;
-use crate::track::{InputFrame, TrackParams, TIMESCALE};
+use crate::track::{InputAudio, InputFrame, TrackParams, TIMESCALE};
 use crate::volume::Volume;
 
 /// A jump forward larger than this between frames ends the segment (a discontinuity the
@@ -169,6 +169,23 @@ impl ChannelWriter {
             }
         }
         Ok(())
+    }
+
+    /// Records one audio frame into the current segment, beside the video it goes with. Audio
+    /// never opens or closes a segment: it is dropped while no segment is open, when the
+    /// segment was started without audio, or when it is older than the segment's start.
+    pub fn push_audio(&mut self, audio: InputAudio) {
+        let RunState::Recording(rec) = &mut self.state else {
+            return;
+        };
+        let Some(a) = &rec.seg.params.audio else {
+            return;
+        };
+        let rel_90k = audio.time_90k.saturating_sub(rec.seg.start_90k);
+        let ticks = i128::from(rel_90k) * i128::from(a.sample_rate) / i128::from(TIMESCALE);
+        if let Ok(ticks) = i64::try_from(ticks) {
+            rec.muxer.push_audio(ticks, audio.samples, audio.data);
+        }
     }
 
     /// A source discontinuity: flush the held frame and close the segment. The next push

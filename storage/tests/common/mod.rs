@@ -108,6 +108,7 @@ pub fn clip_from_annexb(b: &[u8]) -> Clip {
         width,
         height,
         sample_entry: Bytes::from(avc1_sample_entry(&sps, &pps, width, height)),
+        audio: None,
     };
     Clip {
         params: Arc::new(params),
@@ -487,7 +488,7 @@ pub fn feed_round_robin(
         let (rel, key, data) = &clip.frames[i % n];
         t = start_90k + (i / n) as i64 * clip_len + rel;
         for w in writers.iter_mut() {
-            w.push(&clip.params, InputFrame { time_90k: t, key: *key, data: data.clone() })
+            w.push(&clip.params, InputFrame { time_90k: t, cts_offset: 0, key: *key, data: data.clone() })
                 .unwrap();
         }
         if (i + 1) % 25 == 0 {

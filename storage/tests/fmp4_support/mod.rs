@@ -103,6 +103,7 @@ pub fn load_clip(name: &str) -> Clip {
             width: visual.width,
             height: visual.height,
             sample_entry: Bytes::from(entry),
+            audio: None,
         },
         frames,
         cts,
