@@ -31,7 +31,7 @@ pub use catalog::EventRecord;
 pub use config::{StoreConfig, VolumeConfig};
 pub use error::{Error, Result};
 pub use indexing::ReindexSummary;
-pub use reads::{ExportSummary, SegmentInfo};
+pub use reads::{ExportSummary, Playback, SegmentInfo};
 pub use stats::DurableStats;
 pub use store::Store;
 pub use telemetry::{HistogramSnapshot, LatencyHistogram, VolumeMetrics};
