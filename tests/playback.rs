@@ -1,0 +1,114 @@
+//! Playback at real sizes: `play.mp4` is a virtual MP4 (byte-identical for any split of Range
+//! requests, the catalog's frame count, nothing copied under `state_dir`), answers a short
+//! range while a long one streams, and `vod.m3u8` plays in ffmpeg with the catalog's frames.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+use understudy::commands::time::format_90k;
+
+const H264: &str = "h264-720p25.mp4";
+
+fn frames_in(path: &std::path::Path) -> (u64, String) {
+    let o = std::process::Command::new("ffprobe")
+        .args(["-v", "warning", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let n = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
+    (n, String::from_utf8_lossy(&o.stderr).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_mp4_and_hls_vod() {
+    let sim = camsim(&[H264]).await;
+    let setup = Setup::new(1, "segment_duration = \"2s\"", &format!("[[camera]]\nchannel = 1\nurl = \"{}\"\n", sim.url(1)));
+    let _child = setup.spawn_run();
+    let mut recs = Vec::new();
+    let ok = wait_until_async(Duration::from_secs(90), || {
+        recs = setup.try_recordings(1).unwrap_or_default();
+        recs.len() >= 5
+    })
+    .await;
+    assert!(ok, "never got four closed segments: {recs:?}\n{}", setup.log());
+    let addr = format!("127.0.0.1:{}", setup.api);
+    // Three closed segments, whole: the catalog says how many frames they hold.
+    let (a, c) = (&recs[1], &recs[3]);
+    let from = a["start_90k"].as_i64().unwrap();
+    let to = c["end_90k"].as_i64().unwrap();
+    let catalog_frames: u64 = recs[1..=3].iter().map(|r| r["frames"].as_u64().unwrap()).sum();
+    let url = format!("/api/channels/1/play.mp4?from={}&to={}", format_90k(from), format_90k(to));
+
+    let (code, head, whole) = http_request(&addr, &url, &[]).unwrap();
+    assert_eq!(code, 200, "{head}");
+    let etag = header_value(&head, "etag").expect("ETag");
+    assert!(header_value(&head, "last-modified").is_some(), "{head}");
+    assert_eq!(header_value(&head, "content-length").unwrap(), whole.len().to_string());
+    let file = setup.dir.path().join("whole.mp4");
+    std::fs::write(&file, &whole).unwrap();
+    let (frames, warnings) = frames_in(&file);
+    assert_eq!(frames, catalog_frames, "ffprobe counts the catalog's frames; {warnings}");
+    ffprobe_clean(&file).unwrap();
+
+    // Any split of Range requests gives the same bytes.
+    let len = whole.len() as u64;
+    for parts in [2u64, 3, 7, 64] {
+        let mut got = Vec::new();
+        for i in 0..parts {
+            let (s, e) = (len * i / parts, len * (i + 1) / parts - 1);
+            let (code, head, body) = http_request(&addr, &url, &[("Range", &format!("bytes={s}-{e}")), ("If-Range", &etag)]).unwrap();
+            assert_eq!(code, 206, "{head}");
+            assert_eq!(header_value(&head, "content-range").unwrap(), format!("bytes {s}-{e}/{len}"));
+            got.extend_from_slice(&body);
+        }
+        assert!(got == whole, "{parts} ranges differ from the whole file");
+    }
+    let (_, _, tail) = http_request(&addr, &url, &[("Range", "bytes=-1000")]).unwrap();
+    assert_eq!(tail, whole[whole.len() - 1000..]);
+    let (code, _, _) = http_request(&addr, &url, &[("Range", &format!("bytes={len}-"))]).unwrap();
+    assert_eq!(code, 416);
+    let (code, _, _) = http_request(&addr, &url, &[("If-None-Match", &etag)]).unwrap();
+    assert_eq!(code, 304);
+    assert!(!setup.dir.path().join("state/exports").exists(), "nothing is copied under state_dir");
+
+    // Too long a range is refused with a sentence.
+    let (code, _, body) = http_request(&addr, "/api/channels/1/play.mp4?from=now-25h", &[]).unwrap();
+    assert_eq!(code, 400);
+    assert!(String::from_utf8_lossy(&body).contains("at most 24 hours"));
+
+    // A short range answers while a long one is streaming to a client that reads slowly.
+    let long_url = format!("/api/channels/1/play.mp4?from={}&to=now", format_90k(recs[0]["start_90k"].as_i64().unwrap()));
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    write!(slow, "GET {long_url} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut first = [0u8; 1024];
+    slow.read_exact(&mut first).unwrap();
+    let started = Instant::now();
+    let short = format!("/api/channels/1/play.mp4?from={}&to={}", format_90k(from), format_90k(from + 90_000));
+    let (code, _, body) = http_request(&addr, &short, &[]).unwrap();
+    println!("short range answered in {:?} while a long one streams", started.elapsed());
+    assert_eq!(code, 200);
+    assert!(body.len() > 1000);
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).unwrap();
+    assert!(rest.len() > whole.len(), "the long range streamed to its end ({} bytes)", rest.len());
+
+    // HLS: byte ranges of the virtual file, the catalog's frames, no warnings.
+    let m3u8 = format!("/api/channels/1/vod.m3u8?from={}&to={}", format_90k(from), format_90k(to));
+    let playlist = String::from_utf8(http_get(&addr, &m3u8).unwrap()).unwrap();
+    assert!(playlist.contains("#EXT-X-MAP:URI=\"play.mp4?") && playlist.contains("#EXT-X-BYTERANGE:"), "{playlist}");
+    assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:") && playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    let o = std::process::Command::new("ffprobe")
+        .args(["-v", "warning", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(format!("http://{addr}{m3u8}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // HLS has a program: the stream is listed under it and on its own.
+    let n: u64 = String::from_utf8_lossy(&o.stdout).split_whitespace().next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    assert_eq!(n, catalog_frames, "HLS frames; ffprobe said: {stderr}\n{playlist}");
+    assert!(!stderr.to_lowercase().contains("out of order") && !stderr.to_lowercase().contains("discontinuity"), "{stderr}");
+    sim.shutdown().await;
+}
