@@ -102,10 +102,22 @@ struct Fetch {
     bytes: u64,
 }
 
-/// GETs `path`, measuring the first body byte and the whole body.
-fn fetch(addr: &str, path: &str) -> Fetch {
+/// A connection from `source` (each viewer its own loopback address: the server limits
+/// streams per client address).
+fn connect(addr: &str, source: std::net::Ipv4Addr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind((source, 0).into()).expect("bind the source address");
+    let stream = rt.block_on(sock.connect(addr.parse().expect("address"))).expect("connect");
+    let stream = stream.into_std().expect("std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+}
+
+/// GETs `path` from `source`, measuring the first body byte and the whole body.
+fn fetch(addr: &str, path: &str, source: std::net::Ipv4Addr) -> Fetch {
     let t0 = Instant::now();
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut s = connect(addr, source);
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
     let mut buf = vec![0u8; 1 << 20];
     let mut head = Vec::new();
@@ -176,7 +188,7 @@ fn main() {
         }
         let from = end - (secs * 90_000.0) as i64;
         let path = format!("/api/channels/1/play.mp4?from={}&to={}", fmt(from), fmt(end));
-        let mut runs: Vec<Fetch> = (0..3).map(|_| fetch(&addr, &path)).collect();
+        let mut runs: Vec<Fetch> = (0..3).map(|_| fetch(&addr, &path, std::net::Ipv4Addr::LOCALHOST)).collect();
         runs.sort_by_key(|f| f.first_byte);
         let f = &runs[1];
         println!(
@@ -196,7 +208,7 @@ fn main() {
             let total = end - START_90K - span;
             let from = START_90K + total * i / viewers.max(2) as i64;
             let path = format!("/api/channels/1/play.mp4?from={}&to={}", fmt(from), fmt(from + span));
-            std::thread::spawn(move || fetch(&addr, &path))
+            std::thread::spawn(move || fetch(&addr, &path, std::net::Ipv4Addr::new(127, 0, 1, i as u8 + 1)))
         })
         .collect();
     let results: Vec<Fetch> = handles.into_iter().map(|h| h.join().expect("viewer thread")).collect();
