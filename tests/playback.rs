@@ -110,5 +110,26 @@ async fn virtual_mp4_and_hls_vod() {
     let n: u64 = String::from_utf8_lossy(&o.stdout).split_whitespace().next().and_then(|l| l.parse().ok()).unwrap_or(0);
     assert_eq!(n, catalog_frames, "HLS frames; ffprobe said: {stderr}\n{playlist}");
     assert!(!stderr.to_lowercase().contains("out of order") && !stderr.to_lowercase().contains("discontinuity"), "{stderr}");
+
+    // A signed export verifies; one changed byte in the file or the manifest is rejected.
+    let out = setup.dir.path().join("evidence.mp4");
+    setup.cli(&["export", "--channel", "1", "--from", &format_90k(from), "--to", &format_90k(to), "-o", out.to_str().unwrap(), "--sign"]);
+    let exported = std::fs::read(&out).unwrap();
+    assert!(exported == whole, "the CLI export is the same file play.mp4 serves");
+    let verify = |p: &std::path::Path| std::process::Command::new(env!("CARGO_BIN_EXE_understudy")).arg("verify").arg(p).output().unwrap();
+    let ok = verify(&out);
+    assert!(ok.status.success() && String::from_utf8_lossy(&ok.stdout).starts_with("OK"), "{ok:?}");
+    let mut changed = exported.clone();
+    let mid = changed.len() / 2;
+    changed[mid] ^= 1;
+    std::fs::write(&out, &changed).unwrap();
+    let bad = verify(&out);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("REJECTED"), "{bad:?}");
+    std::fs::write(&out, &exported).unwrap();
+    let manifest = setup.dir.path().join("evidence.mp4.manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("\"channel\": 1", "\"channel\": 2")).unwrap();
+    let bad = verify(&out);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("signature does not match"), "{bad:?}");
     sim.shutdown().await;
 }
