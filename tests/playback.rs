@@ -1,7 +1,9 @@
 //! Playback at real sizes: `play.mp4` is a virtual MP4 (byte-identical for any split of Range
 //! requests, the catalog's frame count, nothing copied under `state_dir`), answers a short
-//! range while a long one streams, and `vod.m3u8` plays in ffmpeg with the catalog's frames.
+//! range while a long one streams; `vod.m3u8` plays in ffmpeg with the catalog's frames, in VLC
+//! and in the vendored hls.js in headless Chromium; signed exports verify and tampering fails.
 
+mod cdp;
 mod common;
 
 use std::io::{Read, Write};
@@ -110,6 +112,51 @@ async fn virtual_mp4_and_hls_vod() {
     let n: u64 = String::from_utf8_lossy(&o.stdout).split_whitespace().next().and_then(|l| l.parse().ok()).unwrap_or(0);
     assert_eq!(n, catalog_frames, "HLS frames; ffprobe said: {stderr}\n{playlist}");
     assert!(!stderr.to_lowercase().contains("out of order") && !stderr.to_lowercase().contains("discontinuity"), "{stderr}");
+
+    // VLC (refuses to run as root) opens the playlist and plays it to the end.
+    let vlc = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "cvlc", "-I", "dummy", "--vout", "dummy", "--aout", "dummy", "--play-and-exit", "-vv"])
+        .arg(format!("http://{addr}{m3u8}"))
+        .output()
+        .unwrap();
+    let vlog = String::from_utf8_lossy(&vlc.stderr);
+    assert!(vlc.status.success(), "cvlc failed: {vlog}");
+    assert!(vlog.contains("EOF reached") || vlog.contains("end of stream"), "VLC did not play to the end: {}", &vlog[vlog.len().saturating_sub(3000)..]);
+    assert!(vlog.contains("adaptive") && !vlog.contains("cannot open"), "VLC's adaptive (HLS) demuxer: {}", &vlog[vlog.len().saturating_sub(3000)..]);
+
+    // hls.js (vendored, served by the box) plays it to the end in headless Chromium.
+    let mut b = cdp::Browser::open(&setup.dir.path().join("chromium.log"));
+    b.call("Page.navigate", serde_json::json!({ "url": format!("http://{addr}/") })).unwrap();
+    b.wait_for("the operator page", Duration::from_secs(30), "document.readyState === 'complete'");
+    b.eval(&format!(
+        r#"(() => {{
+            window.hlsDone = null; window.hlsLog = [];
+            const s = document.createElement('script');
+            s.src = '/vendor/hls.light.min.js';
+            s.onload = () => {{
+                const v = document.createElement('video');
+                v.muted = true; document.body.appendChild(v);
+                const hls = new Hls({{ enableWorker: false }});
+                hls.on(Hls.Events.ERROR, (_, d) => {{ window.hlsLog.push(d.type + ':' + d.details + (d.fatal ? ' fatal' : '')); if (d.fatal) window.hlsDone = {{ error: d.details }}; }});
+                hls.loadSource('{m3u8}');
+                hls.attachMedia(v);
+                v.addEventListener('ended', () => {{ window.hlsDone = {{ ended: true, t: v.currentTime, d: v.duration, frames: v.getVideoPlaybackQuality().totalVideoFrames }}; }});
+                hls.on(Hls.Events.MANIFEST_PARSED, () => {{ v.playbackRate = 2; v.play(); }});
+            }};
+            s.onerror = () => {{ window.hlsDone = {{ error: 'hls.js did not load' }}; }};
+            document.head.appendChild(s);
+            return true;
+        }})()"#
+    ))
+    .unwrap();
+    let r = b.wait_for("hls.js playing to the end", Duration::from_secs(60), "window.hlsDone");
+    let log = b.eval("JSON.stringify(window.hlsLog)").unwrap_or_default();
+    println!("hls.js: {r} (non-fatal errors: {log})");
+    assert_eq!(r["ended"], true, "hls.js: {r} {log}\n{}", b.log_tail());
+    let expected = catalog_frames as f64 / 25.0;
+    assert!((r["d"].as_f64().unwrap_or(0.0) - expected).abs() < 0.5, "hls.js duration {r}, expected {expected}");
+    assert_eq!(r["frames"].as_u64(), Some(catalog_frames), "frames hls.js fed the decoder: {r}");
+    drop(b);
 
     // A signed export verifies; one changed byte in the file or the manifest is rejected.
     let out = setup.dir.path().join("evidence.mp4");

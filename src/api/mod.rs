@@ -33,6 +33,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(ui::index))
+        .route("/vendor/hls.light.min.js", get(ui::hls_js))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/api/channels/{n}/recordings", get(recordings))
