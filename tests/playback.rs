@@ -113,6 +113,15 @@ async fn virtual_mp4_and_hls_vod() {
     assert_eq!(n, catalog_frames, "HLS frames; ffprobe said: {stderr}\n{playlist}");
     assert!(!stderr.to_lowercase().contains("out of order") && !stderr.to_lowercase().contains("discontinuity"), "{stderr}");
 
+    // The timeline: a gap before the recording, then one span holding the segments.
+    let before = from - 20 * 90_000;
+    let tl = setup.api_get(&format!("/api/channels/1/timeline?from={}&to={}", format_90k(before), format_90k(to))).unwrap();
+    let spans = tl["spans"].as_array().unwrap();
+    assert!(!spans.is_empty(), "{tl}");
+    assert!(spans[0]["start_90k"].as_i64().unwrap() <= from && spans.last().unwrap()["end_90k"].as_i64().unwrap() >= to - 90, "{tl}");
+    assert_eq!(tl["gaps"][0]["start_90k"].as_i64(), Some(before), "{tl}");
+    assert_eq!(tl["gaps"][0]["end_90k"], spans[0]["start_90k"], "{tl}");
+
     // VLC (refuses to run as root) opens the playlist and plays it to the end.
     let vlc = std::process::Command::new("runuser")
         .args(["-u", "nobody", "--", "cvlc", "-I", "dummy", "--vout", "dummy", "--aout", "dummy", "--play-and-exit", "-vv"])

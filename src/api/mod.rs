@@ -5,6 +5,7 @@
 pub mod hls;
 pub mod metrics;
 pub mod play;
+mod timeline;
 mod ui;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/channels/{n}/play.mp4", get(play::play))
         .route("/metrics", get(metrics::scrape))
         .route("/api/channels/{n}/vod.m3u8", get(hls::vod))
+        .route("/api/channels/{n}/timeline", get(timeline::timeline))
         .with_state(state)
 }
 
