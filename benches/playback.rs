@@ -206,7 +206,7 @@ fn main() {
         .map(|i| {
             let addr = addr.clone();
             let total = end - START_90K - span;
-            let from = START_90K + total * i / viewers.max(2) as i64;
+            let from = START_90K + total * i / viewers.max(2);
             let path = format!("/api/channels/1/play.mp4?from={}&to={}", fmt(from), fmt(from + span));
             std::thread::spawn(move || fetch(&addr, &path, std::net::Ipv4Addr::new(127, 0, 1, i as u8 + 1)))
         })

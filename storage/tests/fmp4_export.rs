@@ -38,7 +38,7 @@ fn two_segments(dir: &Path, gap: i64) -> (Clip, Vec<ExportPiece>) {
 
 fn export(
     dir: &Path,
-    clip: &Clip,
+    _clip: &Clip,
     pieces: &[ExportPiece],
     from: i64,
     to: i64,

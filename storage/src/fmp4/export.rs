@@ -60,8 +60,11 @@ pub struct VirtualFragment {
     retime: Retime,
     /// A fragment cut short: its retimed `moof` + `mdat` header, and the file's byte ranges
     /// that make up the rest.
-    cut: Option<Arc<(Vec<u8>, Vec<(u64, u64)>)>>,
+    cut: Option<Arc<CutFragment>>,
 }
+
+/// A cut fragment's head (`moof` + `mdat` header) and the `(offset, len)` file ranges after it.
+type CutFragment = (Vec<u8>, Vec<(u64, u64)>);
 
 /// The layout of a virtual MP4; cheap to build, read with [`VirtualMp4::read_range`].
 #[derive(Debug)]

@@ -144,7 +144,7 @@ fn put(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<(), String> {
 pub(crate) fn retime(moof: &mut [u8], tracks: &[TrackInfo], r: Retime) -> Result<(), String> {
     let top = spans(moof, 0..moof.len())?;
     let body = match &top[..] {
-        [Span { kind, body }] if kind == b"moof" => body.clone(),
+        [Span { kind: [b'm', b'o', b'o', b'f'], body }] => body.clone(),
         _ => return Err("not a single 'moof' box".to_owned()),
     };
     for s in spans(moof, body)? {
@@ -227,7 +227,7 @@ pub(crate) fn cut(
 ) -> Result<Cut, String> {
     let top = spans(moof, 0..moof.len())?;
     let body = match &top[..] {
-        [Span { kind, body }] if kind == b"moof" => body.clone(),
+        [Span { kind: [b'm', b'o', b'o', b'f'], body }] => body.clone(),
         _ => return Err("not a single 'moof' box".to_owned()),
     };
     let mut out = Vec::with_capacity(moof.len());
