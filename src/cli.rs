@@ -24,7 +24,7 @@ impl Command {
             Command::Recordings(a) => Some(&a.config.config),
             Command::Export(a) => Some(&a.config.config),
             Command::Drill(a) => Some(&a.config),
-            Command::Camsim(_) | Command::Demo(_) => None,
+            Command::Camsim(_) | Command::Demo(_) | Command::Verify(_) => None,
         }
     }
 }
@@ -38,8 +38,11 @@ pub enum Command {
     #[command(after_help = "Examples:\n  understudy recordings -c site.toml --channel 3\n  understudy recordings -c site.toml --channel 3 --from now-1h --to now\n  understudy recordings -c site.toml --channel 3 --from 2026-11-24T18:00:00Z --json | jq '.[].path'")]
     Recordings(RecordingsArgs),
     /// Write one MP4 of a channel's footage between two times.
-    #[command(after_help = "Examples:\n  understudy export -c site.toml --channel 3 --from now-10m --to now -o last10.mp4\n  understudy export -c site.toml --channel 3 --from 2026-11-24T18:00:00Z --to 2026-11-24T18:05:00Z -o incident.mp4")]
+    #[command(after_help = "Examples:\n  understudy export -c site.toml --channel 3 --from now-10m --to now -o last10.mp4\n  understudy export -c site.toml --channel 3 --from 2026-11-24T18:00:00Z --to 2026-11-24T18:05:00Z -o incident.mp4\n  understudy export -c site.toml --channel 3 --from now-10m --to now -o evidence.mp4 --sign")]
     Export(ExportArgs),
+    /// Check a signed export (file, manifest and signature) offline and say what it proves.
+    #[command(after_help = "Examples:\n  understudy verify evidence.mp4\n  understudy verify evidence.mp4 --key 1a2b3c4d5e6f7081")]
+    Verify(VerifyArgs),
     /// Rebuild the catalog from the segment files on the volumes (repairing torn tails).
     #[command(after_help = "Examples:\n  understudy reindex --config /etc/understudy/understudy.toml")]
     Reindex(ConfigArg),
@@ -97,6 +100,19 @@ pub struct ExportArgs {
     /// Output MP4 file.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
+    /// Also write OUT.mp4.manifest.json (channel, range, box, SHA-256) and OUT.mp4.sig, an
+    /// Ed25519 signature of the manifest by this box's key (made in state_dir on first use).
+    #[arg(long)]
+    pub sign: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// A signed export (its .manifest.json and .sig beside it).
+    pub file: PathBuf,
+    /// The public key (hex) or fingerprint the signature must be made with.
+    #[arg(long)]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -41,7 +41,9 @@ impl Daemon {
         station.start_local_cameras()?;
         let failover = (!cfg.mains.is_empty()).then(|| Failover::start(station.clone(), events.clone(), shutdown.clone()));
         if let Some(addr) = cfg.server.listen {
-            let state = ApiState { station: station.clone(), failover: failover.clone(), exports: Arc::new(api::play::ExportCache::new(&cfg.server.state_dir)) };
+            let state = ApiState { station: station.clone(), failover: failover.clone(), viewers: Arc::default() };
+            // Versions before the virtual MP4 copied playback ranges here; nothing reads them now.
+            let _ = std::fs::remove_dir_all(cfg.server.state_dir.join("exports"));
             api::serve(addr, state, shutdown.clone()).await?;
         }
         info!(local = cfg.cameras.len(), mains = cfg.mains.len(), "understudy running");

@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(a) => commands::run::run(a).await,
             Command::Recordings(a) => commands::recordings::run(a).await,
             Command::Export(a) => commands::export::run(a).await,
+            Command::Verify(a) => commands::evidence::run(a).await,
             Command::Reindex(a) => commands::reindex::run(a).await,
             Command::Check(a) => commands::check::run(a).await,
             Command::Camsim(a) => commands::camsim(a).await,

@@ -2,8 +2,10 @@
 //!
 //! Read-only: it never changes what is recorded. Nothing it returns contains a password.
 
+pub mod hls;
 pub mod metrics;
 pub mod play;
+mod timeline;
 mod ui;
 
 use std::sync::Arc;
@@ -26,17 +28,20 @@ use crate::station::Station;
 pub struct ApiState {
     pub station: Arc<Station>,
     pub failover: Option<Arc<Failover>>,
-    pub exports: Arc<play::ExportCache>,
+    pub viewers: Arc<play::Viewers>,
 }
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(ui::index))
+        .route("/vendor/hls.light.min.js", get(ui::hls_js))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/api/channels/{n}/recordings", get(recordings))
         .route("/api/channels/{n}/play.mp4", get(play::play))
         .route("/metrics", get(metrics::scrape))
+        .route("/api/channels/{n}/vod.m3u8", get(hls::vod))
+        .route("/api/channels/{n}/timeline", get(timeline::timeline))
         .with_state(state)
 }
 
@@ -47,7 +52,8 @@ pub async fn serve(addr: std::net::SocketAddr, state: ApiState, shutdown: Cancel
         .map_err(|e| std::io::Error::new(e.kind(), format!("binding the HTTP API to {addr} (server.listen): {e}")))?;
     info!(%addr, "HTTP API listening");
     tokio::spawn(async move {
-        let r = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let r = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
         if let Err(e) = r {
             warn!(error = %e, "HTTP API stopped");
         }
@@ -56,7 +62,7 @@ pub async fn serve(addr: std::net::SocketAddr, state: ApiState, shutdown: Cancel
 }
 
 /// An API error: a status and a sentence.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -64,11 +70,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
@@ -168,8 +174,8 @@ async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Res
 
 #[derive(Deserialize)]
 pub struct RangeQuery {
-    from: Option<String>,
-    to: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 impl RangeQuery {

@@ -1,109 +1,84 @@
-//! `GET /api/channels/{n}/play.mp4?from&to`: one playable MP4 of a range, served with HTTP
-//! Range (RFC 9110 §14) so browsers can seek and show the right duration.
+//! `GET /api/channels/{n}/play.mp4?from&to`: a range of a channel as one MP4, laid out per
+//! request from the catalog (a virtual file) and streamed straight from the segment files,
+//! with HTTP Range (RFC 9110 §14), `ETag` and `Last-Modified` so players seek and resume.
 //!
-//! The MP4 is exported once into `state_dir/exports/` and reused for the range requests a
-//! player makes in a row; a few recent exports are kept.
+//! Nothing is copied and no lock is held between requests: the first byte leaves as soon as
+//! the layout is known, whatever the range's length. Each response streams through a small
+//! bounded channel, so a response never holds more than a few chunks in memory.
 
-use std::collections::VecDeque;
-use std::io::SeekFrom;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
+use axum::Extension;
+use sha2::{Digest, Sha256};
+use understudy_storage::Playback;
 
 use super::{bad, check_channel, internal, ApiError, ApiState, RangeQuery};
 use crate::commands::time::now_90k;
 
-/// How many exports are kept for reuse.
-const KEEP: usize = 8;
-/// A range reaching into the last few seconds may still grow; such an export is reused only this long.
-const LIVE_REUSE: Duration = Duration::from_secs(10);
-/// The longest range one request may export.
-const MAX_RANGE_90K: i64 = 6 * 3600 * 90_000;
+/// The longest range one request may lay out (the layout is ~100 bytes per second).
+pub const MAX_RANGE_90K: i64 = 24 * 3600 * 90_000;
+/// Responses streaming at once to one client address (a browser's video element makes a few
+/// range requests in a row; more means many tabs or a misbehaving client).
+pub const MAX_PER_CLIENT: usize = 8;
+/// Bytes per chunk read from a segment file.
+const CHUNK: usize = 256 * 1024;
+/// Chunks queued per response between the reading thread and the socket.
+const QUEUE: usize = 4;
 
-struct Entry {
-    key: (u32, i64, i64),
-    path: PathBuf,
-    made: Instant,
-    live: bool,
+/// Streams in progress per client address.
+#[derive(Default)]
+pub struct Viewers {
+    active: Mutex<HashMap<IpAddr, usize>>,
 }
 
-pub struct ExportCache {
-    dir: PathBuf,
-    entries: tokio::sync::Mutex<VecDeque<Entry>>,
+/// One streaming response's place in `Viewers`; released when the body is done or dropped.
+pub struct ViewerSlot {
+    viewers: Arc<Viewers>,
+    ip: IpAddr,
 }
 
-impl ExportCache {
-    pub fn new(state_dir: &std::path::Path) -> ExportCache {
-        ExportCache { dir: state_dir.join("exports"), entries: tokio::sync::Mutex::new(VecDeque::new()) }
-    }
-
-    /// The exported file for the range, making it if needed (one export at a time).
-    async fn get(&self, st: &ApiState, n: u32, from: i64, to: i64) -> Result<PathBuf, ApiError> {
-        let mut entries = self.entries.lock().await;
-        let key = (n, from, to);
-        if let Some(e) = entries.iter().find(|e| e.key == key && (!e.live || e.made.elapsed() < LIVE_REUSE)) {
-            if e.path.exists() {
-                return Ok(e.path.clone());
-            }
+impl Viewers {
+    /// A slot for `ip`, or an error sentence if it has `MAX_PER_CLIENT` already.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<ViewerSlot, ApiError> {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let n = active.entry(ip).or_insert(0);
+        if *n >= MAX_PER_CLIENT {
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{ip} already has {MAX_PER_CLIENT} recordings streaming; wait for one to finish"),
+            ));
         }
-        entries.retain(|e| {
-            let stale = e.key == key;
-            if stale {
-                let _ = std::fs::remove_file(&e.path);
-            }
-            !stale
-        });
-        std::fs::create_dir_all(&self.dir).map_err(internal)?;
-        let path = self.dir.join(format!("ch{n:03}-{from}-{to}-{}.mp4", std::process::id()));
-        let store = st.station.store.clone();
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&p).map_err(internal)?);
-            let r = store.export(n, from, to, &mut f, &mut |_, _| {});
-            if let Err(e) = r {
-                let _ = std::fs::remove_file(&p);
-                return Err(ApiError(StatusCode::NOT_FOUND, e.to_string()));
-            }
-            std::io::Write::flush(&mut f).map_err(internal)
-        })
-        .await
-        .map_err(internal)??;
-        entries.push_back(Entry { key, path: path.clone(), made: Instant::now(), live: to > now_90k() - 5 * 90_000 });
-        while entries.len() > KEEP {
-            if let Some(old) = entries.pop_front() {
-                let _ = std::fs::remove_file(&old.path);
-            }
-        }
-        Ok(path)
+        *n += 1;
+        Ok(ViewerSlot { viewers: Arc::clone(self), ip })
     }
 }
 
-/// Parses a single `bytes=` range against a length: (start, end inclusive).
-fn parse_range(h: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = h.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') || len == 0 {
-        return None; // multiple ranges: answer with the whole file
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (len.saturating_sub(n), len - 1)
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        let mut active = self.viewers.active.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = active.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                active.remove(&self.ip);
+            }
         }
-        (s, "") => (s.parse().ok()?, len - 1),
-        (s, e) => (s.parse().ok()?, e.parse::<u64>().ok()?.min(len - 1)),
-    };
-    (start <= end && start < len).then_some((start, end))
+    }
 }
 
-pub async fn play(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Query<RangeQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
-    check_channel(&st, n)?;
+/// The client's address (unknown when served without connection info: one shared bucket).
+pub fn client_ip(info: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    info.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(ConnectInfo(a))| a.ip())
+}
+
+/// `from` (required) and `to` (default now) of a playback request, checked.
+pub fn playback_range(q: &RangeQuery) -> Result<(i64, i64), ApiError> {
     let (from, to) = q.parse()?;
     let from = from.ok_or_else(|| bad("from is required (RFC 3339 or now-10m)"))?;
     let to = to.unwrap_or_else(now_90k);
@@ -111,47 +86,106 @@ pub async fn play(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Quer
         return Err(bad("to must be after from"));
     }
     if to - from > MAX_RANGE_90K {
-        return Err(bad("a range is at most 6 hours; use `understudy export` for longer"));
+        return Err(bad("a range is at most 24 hours; ask for several, or use `understudy export`"));
     }
-    let path = st.exports.get(&st, n, from, to).await?;
-    let mut file = tokio::fs::File::open(&path).await.map_err(internal)?;
-    let len = file.metadata().await.map_err(internal)?.len();
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|h| parse_range(h, len));
+    Ok((from, to))
+}
+
+/// Lays out a channel's range (on a blocking thread: it reads the catalog).
+pub async fn layout(st: &ApiState, n: u32, from: i64, to: i64) -> Result<Arc<Playback>, ApiError> {
+    let store = st.station.store.clone();
+    tokio::task::spawn_blocking(move || store.playback(n, from, to))
+        .await
+        .map_err(internal)?
+        .map(Arc::new)
+        .map_err(|e| match e {
+            understudy_storage::Error::NothingRecorded { .. } | understudy_storage::Error::InvalidRange { .. } => {
+                ApiError(StatusCode::NOT_FOUND, e.to_string())
+            }
+            e => internal(e),
+        })
+}
+
+/// A strong validator for the layout's content.
+fn etag(p: &Playback) -> String {
+    let digest = Sha256::digest(p.mp4.identity());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+fn last_modified(p: &Playback) -> String {
+    let secs = u64::try_from(p.modified_90k / 90_000).unwrap_or(0);
+    httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A body streaming `[start, end)` of the virtual file; the reading happens on a blocking
+/// thread that stops as soon as the client goes away.
+pub fn stream_body(p: Arc<Playback>, start: u64, end: u64, slot: Option<ViewerSlot>) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let r = p.mp4.read_range(start, end, CHUNK, &mut |buf| {
+            tx.blocking_send(Ok(Bytes::from(buf)))
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+        });
+        if let Err(e) = r {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                tracing::warn!(error = %e, "playback stream failed");
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    let stream = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
+        rx.recv().await.map(|item| (item, (rx, slot)))
+    });
+    Body::from_stream(stream)
+}
+
+/// Answers a GET for a virtual file with Range, If-Range and If-None-Match handled.
+pub fn serve_file(p: Arc<Playback>, headers: &HeaderMap, content_type: &str, slot: ViewerSlot) -> Result<Response, ApiError> {
+    let len = p.mp4.len();
+    let tag = etag(&p);
     let builder = Response::builder()
-        .header(header::CONTENT_TYPE, "video/mp4")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CACHE_CONTROL, "no-store");
-    let resp = match range {
-        Some(None) => builder
+        .header(header::ETAG, &tag)
+        .header(header::LAST_MODIFIED, last_modified(&p))
+        .header(header::CACHE_CONTROL, "private, no-cache");
+    let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    if text(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*")) {
+        return builder.status(StatusCode::NOT_MODIFIED).body(Body::empty()).map_err(internal);
+    }
+    // If-Range with another validator: the file changed, send all of it (RFC 9110 §13.1.5).
+    let range_applies = text(header::IF_RANGE).is_none_or(|v| v.trim() == tag);
+    let range = text(header::RANGE).filter(|_| range_applies);
+    let resp = match range.map(|h| http_range_header::parse_range_header(h).and_then(|r| r.validate(len))) {
+        Some(Err(_)) => builder
             .status(StatusCode::RANGE_NOT_SATISFIABLE)
             .header(header::CONTENT_RANGE, format!("bytes */{len}"))
             .body(Body::empty()),
-        Some(Some((start, end))) => {
-            file.seek(SeekFrom::Start(start)).await.map_err(internal)?;
-            let body = Body::from_stream(ReaderStream::new(file.take(end - start + 1)));
+        Some(Ok(ranges)) if ranges.len() == 1 => {
+            let (start, end) = (*ranges[0].start(), *ranges[0].end());
             builder
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))
                 .header(header::CONTENT_LENGTH, end - start + 1)
-                .body(body)
+                .body(stream_body(p, start, end + 1, Some(slot)))
         }
-        None => builder.header(header::CONTENT_LENGTH, len).body(Body::from_stream(ReaderStream::new(file))),
+        // No Range, or several (which a server may answer with the whole representation).
+        _ => builder.header(header::CONTENT_LENGTH, len).body(stream_body(p, 0, len, Some(slot))),
     };
     resp.map_err(internal)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_range;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-", 100), Some((0, 99)));
-        assert_eq!(parse_range("bytes=10-19", 100), Some((10, 19)));
-        assert_eq!(parse_range("bytes=90-200", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
-    }
+pub async fn play(
+    State(st): State<ApiState>,
+    Path(n): Path<u32>,
+    Query(q): Query<RangeQuery>,
+    info: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_channel(&st, n)?;
+    let (from, to) = playback_range(&q)?;
+    let slot = st.viewers.enter(client_ip(info))?;
+    let p = layout(&st, n, from, to).await?;
+    serve_file(p, &headers, "video/mp4", slot)
 }

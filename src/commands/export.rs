@@ -20,6 +20,7 @@ pub async fn run(args: ExportArgs) -> CmdResult {
         return Err("--to must be after --from".into());
     }
     let sc = storage_config(&cfg);
+    let key = if args.sign { Some(super::evidence::box_key(&cfg.server.state_dir)?) } else { None };
     let (channel, output) = (args.channel, args.output.clone());
     let summary = tokio::task::spawn_blocking(move || -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
         let store = understudy_storage::Store::open_read_only(sc)?;
@@ -52,6 +53,29 @@ pub async fn run(args: ExportArgs) -> CmdResult {
         Ok(summary)
     })
     .await??;
+    if let Some(key) = key {
+        let m = super::evidence::Manifest {
+            format: String::new(),
+            file: String::new(),
+            bytes: 0,
+            sha256: String::new(),
+            box_name: cfg.server.name.clone(),
+            channel,
+            recorded_for: cfg.channel_map().remove(&channel).unwrap_or_default(),
+            requested_from: format_90k(from),
+            requested_to: format_90k(to),
+            start: format_90k(summary.start_90k),
+            end: format_90k(summary.end_90k),
+            frames: summary.frames,
+            exported_at: format_90k(super::time::now_90k()),
+            user: None,
+            public_key: String::new(),
+        };
+        let output = args.output.clone();
+        let fp = super::evidence::fingerprint(&key.verifying_key());
+        let manifest = tokio::task::spawn_blocking(move || super::evidence::sign(&output, &key, m)).await??;
+        eprintln!("signed: {} (+ .sig), key fingerprint {fp}", manifest.display());
+    }
     eprintln!(
         "wrote {}: channel {}, {} → {} ({:.1} s, {} frames, {:.2} MB)",
         args.output.display(),

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod drill;
+pub mod evidence;
 pub mod export;
 pub mod recordings;
 pub mod reindex;

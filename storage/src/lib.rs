@@ -33,7 +33,7 @@ pub use config::{default_reserve, StoreConfig, VolumeConfig};
 pub use fsutil::faults;
 pub use error::{Error, Result};
 pub use indexing::ReindexSummary;
-pub use reads::{ExportSummary, SegmentInfo};
+pub use reads::{ExportSummary, Playback, SegmentInfo};
 pub use stats::DurableStats;
 pub use store::Store;
 pub use telemetry::{HistogramSnapshot, LatencyHistogram, VolumeMetrics};

@@ -1,16 +1,14 @@
-//! Reads: listing a channel's recordings and exporting a time range as one MP4.
+//! Reads: listing a channel's recordings and laying out a time range as one (virtual) MP4.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::Serialize;
 
 use crate::catalog::{index, Catalog, SegmentRow};
 use crate::error::{Error, Result};
 use crate::fmp4::{self, ExportPiece, FragmentInfo};
-use crate::track::TrackParams;
 use crate::volume::Volume;
 
 /// One segment file as the catalog knows it.
@@ -93,16 +91,6 @@ pub(crate) fn recordings(
         .collect())
 }
 
-fn params_of(r: &SegmentRow) -> TrackParams {
-    TrackParams {
-        codec: r.codec.clone(),
-        width: r.width,
-        height: r.height,
-        sample_entry: Bytes::from(r.sample_entry.clone()),
-        audio: r.audio_params(),
-    }
-}
-
 /// The complete fragments of a segment: the catalog's index for closed ones; a scan of the
 /// file for open ones (the writer may have appended since the last sync; a scan only ever
 /// reports complete fragments).
@@ -118,15 +106,23 @@ fn fragments_of(r: &SegmentRow, path: &std::path::Path) -> Result<Vec<FragmentIn
         .map_err(|e| Error::io("scanning segment", path, e))
 }
 
-pub(crate) fn export(
+/// A range of a channel as one virtual MP4 (see [`fmp4::VirtualMp4`]), with what it holds.
+#[derive(Debug)]
+pub struct Playback {
+    pub mp4: fmp4::VirtualMp4,
+    pub summary: ExportSummary,
+    /// Wall-clock time of the newest segment's last durable fragment (90 kHz), for
+    /// `Last-Modified`.
+    pub modified_90k: i64,
+}
+
+pub(crate) fn playback(
     catalog: &Catalog,
     volumes: &[Arc<Volume>],
     channel: u32,
     from_90k: i64,
     to_90k: i64,
-    out: &mut dyn Write,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<ExportSummary> {
+) -> Result<Playback> {
     if to_90k <= from_90k {
         return Err(Error::InvalidRange {
             channel,
@@ -145,15 +141,17 @@ pub(crate) fn export(
         .filter(|r| r.end_90k > from_90k && r.start_90k < to_90k && volume_of(volumes, r).is_some())
         .collect();
     let first = rows.first().ok_or_else(nothing)?;
-    let params = params_of(first);
     let mut pieces: Vec<ExportPiece> = Vec::new();
     let mut stopped = None;
     let mut prev_end = i64::MIN;
+    let mut modified_90k = i64::MIN;
     for r in &rows {
         if r.sample_entry != first.sample_entry
             || r.codec != first.codec
             || r.width != first.width
             || r.height != first.height
+            // The virtual file's init comes from the first segment: its audio track too.
+            || r.audio_entry != first.audio_entry
         {
             tracing::info!(
                 channel,
@@ -185,11 +183,11 @@ pub(crate) fn export(
             continue;
         }
         prev_end = r.end_90k.max(r.start_90k);
+        modified_90k = modified_90k.max(r.end_90k);
         pieces.push(ExportPiece {
             path,
             start_90k: r.start_90k,
             fragments,
-            audio: r.audio_entry.is_some() && r.audio_entry == first.audio_entry,
         });
     }
     let to = stopped.map_or(to_90k, |s| s.min(to_90k));
@@ -202,17 +200,43 @@ pub(crate) fn export(
     if !startable {
         return Err(nothing());
     }
-    let s = fmp4::write_export(out, &params, &pieces, from_90k, to, progress)
+    let mp4 = fmp4::VirtualMp4::build(&pieces, from_90k, to)
         .map_err(|source| Error::Export { channel, source })?;
+    let s = mp4.summary();
     if s.frames == 0 {
         return Err(nothing());
     }
-    Ok(ExportSummary {
-        start_90k: s.start_90k,
-        end_90k: s.end_90k,
-        frames: s.frames,
-        bytes: s.bytes,
-        segments: pieces.len(),
-        stopped_at_params_change_90k: stopped,
+    let segments = {
+        let used: std::collections::BTreeSet<usize> =
+            mp4.fragments().iter().map(|f| f.piece_index()).collect();
+        used.len()
+    };
+    Ok(Playback {
+        summary: ExportSummary {
+            start_90k: s.start_90k,
+            end_90k: s.end_90k,
+            frames: s.frames,
+            bytes: s.bytes,
+            segments,
+            stopped_at_params_change_90k: stopped,
+        },
+        mp4,
+        modified_90k,
     })
+}
+
+pub(crate) fn export(
+    catalog: &Catalog,
+    volumes: &[Arc<Volume>],
+    channel: u32,
+    from_90k: i64,
+    to_90k: i64,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ExportSummary> {
+    let p = playback(catalog, volumes, channel, from_90k, to_90k)?;
+    p.mp4
+        .write_all(out, progress)
+        .map_err(|source| Error::Export { channel, source })?;
+    Ok(p.summary)
 }

@@ -11,7 +11,7 @@ use crate::catalog::{Catalog, EventRecord};
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::indexing::{self, ReindexSummary};
-use crate::reads::{self, ExportSummary, SegmentInfo};
+use crate::reads::{self, ExportSummary, Playback, SegmentInfo};
 use crate::volume::{open_volume, Volume, VolumeStatus};
 use crate::writer::ChannelWriter;
 
@@ -287,6 +287,18 @@ impl Store {
             to_90k,
             out,
             progress,
+        )
+    }
+
+    /// `[from, to)` of `channel` as a virtual MP4 (same content as `export`), laid out from the
+    /// catalog; its bytes are read from the segment files only when asked for.
+    pub fn playback(&self, channel: u32, from_90k: i64, to_90k: i64) -> Result<Playback> {
+        reads::playback(
+            &self.shared.catalog,
+            &self.shared.volumes,
+            channel,
+            from_90k,
+            to_90k,
         )
     }
 

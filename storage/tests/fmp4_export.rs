@@ -34,7 +34,7 @@ fn two_segments(dir: &Path, gap: i64) -> (Clip, Vec<ExportPiece>) {
             path,
             start_90k: start,
             fragments,
-            audio: false,
+
         });
     }
     (clip, pieces)
@@ -42,7 +42,7 @@ fn two_segments(dir: &Path, gap: i64) -> (Clip, Vec<ExportPiece>) {
 
 fn export(
     dir: &Path,
-    clip: &Clip,
+    _clip: &Clip,
     pieces: &[ExportPiece],
     from: i64,
     to: i64,
@@ -52,7 +52,6 @@ fn export(
     let mut last = (0, 0);
     let summary = write_export(
         &mut out,
-        &clip.params,
         pieces,
         from,
         to,
@@ -161,9 +160,9 @@ fn export_before_the_first_key_frame_starts_at_it() {
     );
     assert_eq!((summary.start_90k, summary.frames), (T0 + 100 * FRAME, 45));
     let mut sink = Vec::new();
-    let empty = write_export(&mut sink, &clip.params, &pieces, T0, T0, &mut |_, _| {});
+    let empty = write_export(&mut sink, &pieces, T0, T0, &mut |_, _| {});
     assert_eq!(empty.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
-    let after = write_export(&mut sink, &clip.params, &[], T0, T0 + 1, &mut |_, _| {});
+    let after = write_export(&mut sink, &[], T0, T0 + 1, &mut |_, _| {});
     assert_eq!(after.unwrap_err().kind(), std::io::ErrorKind::NotFound);
     assert!(sink.is_empty());
 }
@@ -196,7 +195,7 @@ fn composition_offsets_survive_segments_and_export() {
             path,
             start_90k: T0 + clip.frames[range.start].0,
             fragments,
-            audio: false,
+
         });
     }
     let end = T0 + 100 * FRAME;
@@ -213,5 +212,34 @@ fn composition_offsets_survive_segments_and_export() {
     for (i, (pts, _)) in packets.iter().enumerate() {
         let want = (clip.frames[i].0 as f64 + f64::from(clip.cts[i])) / 90_000.0;
         assert!((pts - want).abs() < 0.001, "frame {i}: {pts} vs {want}");
+    }
+}
+
+/// The virtual file reads the same whatever ranges it is read in, and its layout is known
+/// before any media byte is read.
+#[test]
+fn virtual_file_is_the_same_for_any_split() {
+    use understudy_storage::fmp4::VirtualMp4;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, pieces) = two_segments(dir.path(), 0);
+    let v = VirtualMp4::build(&pieces, T0 + 75 * FRAME, T0 + 125 * FRAME).unwrap();
+    let mut whole = Vec::new();
+    v.write_all(&mut whole, &mut |_, _| {}).unwrap();
+    assert_eq!(whole.len() as u64, v.len());
+    assert_eq!(v.fragments().first().unwrap().offset, v.init_len());
+    let len = v.len();
+    for splits in [vec![1u64], vec![7, 8, 9], vec![v.init_len(), v.init_len() + 1, len - 1], (1..40).map(|i| i * len / 40 + i).collect()] {
+        let mut got = Vec::new();
+        let mut at = 0;
+        for &s in splits.iter().chain(std::iter::once(&len)) {
+            let s = s.min(len);
+            v.read_range(at, s, 4096, &mut |b| {
+                got.extend_from_slice(&b);
+                Ok(())
+            })
+            .unwrap();
+            at = s;
+        }
+        assert_eq!(got, whole, "splits {splits:?}");
     }
 }

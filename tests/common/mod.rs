@@ -160,23 +160,35 @@ impl Drop for RunGuard {
 
 /// Minimal HTTP/1.1 GET returning the body of a 2xx answer.
 pub fn http_get(addr: &str, path: &str) -> Option<Vec<u8>> {
+    let (code, _, body) = http_request(addr, path, &[])?;
+    (200..300).contains(&code).then_some(body)
+}
+
+/// Minimal HTTP/1.1 GET with extra request headers: (status, response head, body).
+pub fn http_request(addr: &str, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let code: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    if !(200..300).contains(&code) {
-        return None;
-    }
     let body = buf[split + 4..].to_vec();
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Some(dechunk(&body));
+        return Some((code, head, dechunk(&body)));
     }
-    Some(body)
+    Some((code, head, body))
+}
+
+/// A response header's value (case-insensitive name) from a response head.
+pub fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

@@ -4,8 +4,8 @@
 //!
 //! Writing uses `mp4-atom` for the init segment and hand-written fragment headers; scanning
 //! walks top-level boxes itself so that a torn file (what a crash or power loss leaves) is
-//! measured, never trusted. `FragmentMuxer` turns frames into fragments; `export` re-times
-//! a range of segments into one file.
+//! measured, never trusted. `FragmentMuxer` turns frames into fragments; `export` lays out
+//! a range of segments as one virtual file read straight from them.
 
 use crate::track::TrackParams;
 
@@ -61,12 +61,13 @@ mod codec;
 pub mod export;
 mod init;
 mod moof;
+mod patch;
 pub mod mux;
 pub mod read;
 pub mod scan;
 pub mod write;
 
-pub use export::{write_export, ExportPiece, ExportSummary};
+pub use export::{write_export, ExportPiece, ExportSummary, VirtualFragment, VirtualMp4};
 pub use audio::{AudioMeta, AudioRun};
 pub use mux::{Fragment, FragmentMuxer};
 pub use read::{read_fragment, read_fragment_samples, FragmentSamples};

@@ -1,0 +1,92 @@
+//! `GET /api/channels/{n}/timeline?from&to`: what a scrub bar needs for one channel: the
+//! recorded spans (back-to-back segments merged), the gaps between them within the range, and
+//! the events that concern the channel (its own, and its mains' takeovers).
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde_json::json;
+
+use super::{bad, check_channel, internal, ApiError, ApiState, RangeQuery};
+use crate::commands::time::{format_90k, now_90k};
+
+/// Segments less than this apart are one span.
+const JOIN_90K: i64 = 90_000;
+/// At most this many events are scanned for one answer (newest kept).
+const MAX_EVENTS_SCANNED: usize = 100_000;
+
+pub async fn timeline(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Query<RangeQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    check_channel(&st, n)?;
+    let (from, to) = q.parse()?;
+    let to = to.unwrap_or_else(now_90k);
+    let from = from.unwrap_or(to - 24 * 3600 * 90_000);
+    if to <= from {
+        return Err(bad("to must be after from"));
+    }
+    let mains: Vec<String> = st.station.cfg.channel_map().remove(&n).unwrap_or_default();
+    let store = st.station.store.clone();
+    let (segs, events) = tokio::task::spawn_blocking(move || -> Result<_, understudy_storage::Error> {
+        let segs = store.recordings(n, Some(from), Some(to))?;
+        let mut events = Vec::new();
+        let mut after = 0;
+        let mut scanned = 0;
+        loop {
+            let batch = store.events_since(after, 10_000)?;
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            scanned += batch.len();
+            events.extend(batch.into_iter().filter(|e| {
+                let t = e.time_ms * 90;
+                t >= from && t < to && (e.channel == Some(n) || (e.channel.is_none() && e.main.as_ref().is_some_and(|m| mains.contains(m))))
+            }));
+            if scanned >= MAX_EVENTS_SCANNED {
+                break;
+            }
+        }
+        Ok((segs, events))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+
+    // (start, end, segments, frames) of merged spans, clipped to the range.
+    let mut spans: Vec<(i64, i64, u64, u64)> = Vec::new();
+    for s in &segs {
+        let (a, b) = (s.start_90k.max(from), s.end_90k.min(to));
+        if b <= a {
+            continue;
+        }
+        match spans.last_mut() {
+            Some(last) if a - last.1 <= JOIN_90K => {
+                last.1 = last.1.max(b);
+                last.2 += 1;
+                last.3 += s.frames;
+            }
+            _ => spans.push((a, b, 1, s.frames)),
+        }
+    }
+    let mut gaps = Vec::new();
+    let mut at = from;
+    for &(a, b, _, _) in &spans {
+        if a > at {
+            gaps.push((at, a));
+        }
+        at = b;
+    }
+    if to > at {
+        gaps.push((at, to));
+    }
+    let when = |a: i64, b: i64| json!({ "start": format_90k(a), "end": format_90k(b), "start_90k": a, "end_90k": b, "seconds": (b - a) as f64 / 90_000.0 });
+    Ok(Json(json!({
+        "channel": n,
+        "from": format_90k(from),
+        "to": format_90k(to),
+        "spans": spans.iter().map(|&(a, b, segments, frames)| {
+            let mut v = when(a, b);
+            v["segments"] = json!(segments);
+            v["frames"] = json!(frames);
+            v
+        }).collect::<Vec<_>>(),
+        "gaps": gaps.iter().map(|&(a, b)| when(a, b)).collect::<Vec<_>>(),
+        "events": events,
+    })))
+}
