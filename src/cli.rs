@@ -55,6 +55,8 @@ pub enum Command {
     /// Run a self-contained demonstration on a temporary directory: simulated cameras, recording, export.
     #[command(after_help = "Examples:\n  understudy demo\n  understudy demo --cameras 8 --seconds 10 --dir /tmp/understudy-demo")]
     Demo(DemoArgs),
+    /// Add or refresh a main's cameras from the main itself (Hikvision, Dahua) or over ONVIF.
+    Import(ImportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,4 +125,51 @@ pub struct DrillArgs {
     /// How long to record, e.g. 60s.
     #[arg(long = "for", default_value = "60s")]
     pub r#for: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The TOML config file (merged in place: comments and other sections are kept).
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// The `[[main]]` to create or update.
+    #[arg(long)]
+    pub main: String,
+    /// Where the cameras come from: onvif://HOST[:PORT] (repeatable: one camera each),
+    /// hikvision://HOST[:PORT], dahua://HOST[:PORT].
+    #[arg(long)]
+    pub from: Vec<String>,
+    /// Find ONVIF cameras by WS-Discovery on the local network instead of --from.
+    #[arg(long)]
+    pub discover: bool,
+    /// How long --discover listens for answers, e.g. 3s.
+    #[arg(long, default_value = "3s")]
+    pub discover_for: String,
+    /// The main's (or the ONVIF cameras') user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Read the password from this environment variable.
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password_env: Option<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Camera user when the source gives none (default: --user).
+    #[arg(long)]
+    pub camera_user: Option<String>,
+    /// Camera password from this environment variable, when the source gives none.
+    #[arg(long)]
+    pub camera_password_env: Option<String>,
+    /// The probe of a new main (default for NVR sources: tcp://HOST:PORT of the source).
+    #[arg(long)]
+    pub probe: Option<String>,
+    /// Send one RTSP DESCRIBE per camera: proves URL and password, shows codec and resolution.
+    #[arg(long)]
+    pub check: bool,
+    /// Show what would change without writing the config.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Per-request timeout, e.g. 5s.
+    #[arg(long, default_value = "5s")]
+    pub timeout: String,
 }

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod drill;
 pub mod export;
+pub mod import;
 pub mod recordings;
 pub mod reindex;
 pub mod run;

@@ -118,6 +118,11 @@ struct RawCamera {
     transport: Option<Spanned<String>>,
     #[serde(default)]
     name: Option<String>,
+    /// Set by `understudy import` when the camera could not be made usable from this box (no
+    /// password, unreachable, served by the main itself). Informational: recording is still tried.
+    #[serde(default)]
+    #[allow(dead_code)]
+    problem: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
