@@ -56,6 +56,9 @@ pub async fn run(args: ImportArgs) -> CmdResult {
         let described = c.described.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default();
         println!("  channel {:>4}  {url}{described}  {status}", c.channel);
     }
+    if cams.iter().all(|c| c.url.is_none()) {
+        return Err(format!("{}: no camera could be imported (see the problems above); nothing written", opts.source.label()).into());
+    }
     let (new_text, changes) = merge::merge(&text, &args.main, probe.as_deref(), &cams).map_err(|e| format!("{}: {e}", args.config.display()))?;
     // The merged file must still be a valid config: otherwise nothing is written.
     Config::parse(&new_text, &args.config).map_err(|e| format!("the merged config would be invalid, nothing written: {e}"))?;

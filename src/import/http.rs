@@ -106,7 +106,12 @@ fn connect_error(e: reqwest::Error) -> HttpError {
     if e.is_timeout() {
         HttpError::Connect("timed out".to_owned())
     } else if e.is_connect() {
-        HttpError::Connect(std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()))
+        // The innermost cause says what happened ("Connection refused").
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(s) = cause.source() {
+            cause = s;
+        }
+        HttpError::Connect(cause.to_string())
     } else {
         HttpError::Other(e.without_url().to_string())
     }
