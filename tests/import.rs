@@ -56,7 +56,7 @@ async fn onvif_import_then_takeover_records_each_camera_on_its_channel() {
     }
     let mut main = SimMain::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let setup = Setup::new(8, "", "# operator's comment stays\n");
-    // Camera 2 is given twice as channel order: cameras are channels 1, 2, 3 in --from order.
+    // Cameras become channels 1, 2, 3 in --from order.
     let probe = format!("tcp://{}", main.addr());
     let mut args = vec!["--main", "lobby-nvr", "--user", "admin", "--password-env", "NVR_PW", "--probe", &probe, "--check"];
     let sources: Vec<String> = cams.iter().map(|c| c.source()).collect();
@@ -98,9 +98,9 @@ async fn onvif_import_then_takeover_records_each_camera_on_its_channel() {
     sim.shutdown().await;
 }
 
-fn hik_setup(sim: &CamSim, onvif: &[OnvifCam]) -> Vec<String> {
+/// The NVR's channels: the ONVIF cameras on 1, 2, …, and an unreachable Hikvision camera on 3.
+fn hik_channels(onvif: &[OnvifCam]) -> Vec<String> {
     let mut chans: Vec<String> = onvif.iter().enumerate().map(|(i, c)| hikvision::channel(i as u32 + 1, &format!("Cam {}", i + 1), "ONVIF", "127.0.0.1", c.addr.port())).collect();
-    let _ = sim;
     // A Hikvision camera on the NVR's own PoE network: its address is not reachable from here.
     chans.push(hikvision::channel(3, "PoE cam", "HIKVISION", "192.0.2.33", 8000));
     chans
@@ -111,12 +111,12 @@ fn hik_setup(sim: &CamSim, onvif: &[OnvifCam]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hikvision_import_merge_and_bad_answers() {
     let sim = camsim(&[H264, H264, H264]).await;
-    let onvif = vec![
+    let onvif = [
         OnvifCam::start("127.0.0.1", NVR_PW, sim.url(1)).await,
         OnvifCam::start("127.0.0.1", NVR_PW, sim.url(2)).await,
         OnvifCam::start("127.0.0.1", NVR_PW, sim.url(3)).await,
     ];
-    let chans = hik_setup(&sim, &onvif[..2]);
+    let chans = hik_channels(&onvif[..2]);
     let nvr = HttpDevice::start("127.0.0.2", hikvision::PATH, "application/xml", NVR_PW, hikvision::list(&chans)).await;
     let setup = Setup::new(16, "", "");
     let from = format!("hikvision://{}", nvr.addr);
@@ -144,7 +144,7 @@ async fn hikvision_import_merge_and_bad_answers() {
     // Hand edits, then the NVR loses camera 1 and gains camera 3 (on channel 4).
     let edited = written.replacen(&format!("url = \"{}\"", sim.url(2)), &format!("# the loading dock\nurl = \"{}\"\ntransport = \"udp\"", sim.url(2)), 1);
     std::fs::write(&setup.config, &edited).unwrap();
-    let mut chans2 = hik_setup(&sim, &onvif[..2]);
+    let mut chans2 = hik_channels(&onvif[..2]);
     chans2.remove(0);
     chans2.push(hikvision::channel(4, "Cam 3", "ONVIF", "127.0.0.1", onvif[2].addr.port()));
     nvr.set_body(hikvision::list(&chans2));

@@ -71,7 +71,7 @@ pub fn merge(text: &str, name: &str, probe: Option<&str>, cams: &[Imported]) -> 
             let mut t = Table::new();
             t.insert("name", value(name));
             t.insert("probe", value(probe));
-            t.decor_mut().set_prefix(format!("\n# Imported by `understudy import`; re-run it to see the main's changes.\n"));
+            t.decor_mut().set_prefix("\n# Imported by `understudy import`; re-run it to see the main's changes.\n");
             mains.push(t);
             changes.push(Change::MainAdded);
             mains.len() - 1
