@@ -45,7 +45,7 @@ pub async fn run(args: ImportArgs) -> CmdResult {
     let probe = args.probe.clone().or_else(|| source.main_address().map(|(h, p)| {
         if h.contains(':') { format!("tcp://[{h}]:{p}") } else { format!("tcp://{h}:{p}") }
     }));
-    let opts = Options { source, main_creds, camera_user: args.camera_user.clone(), camera_password, check: args.check, timeout, discover_for };
+    let opts = Options { main: args.main.clone(), source, main_creds, camera_user: args.camera_user.clone(), camera_password, check: args.check, timeout, discover_for };
     eprintln!("import: asking {} for its cameras…", opts.source.label());
     let cams = import::run(&opts).await?;
 

@@ -163,6 +163,8 @@ impl ImportError {
 
 /// Options of one import.
 pub struct Options {
+    /// The `[[main]]` being imported (for logs).
+    pub main: String,
     pub source: Source,
     pub main_creds: Option<Credentials>,
     pub camera_user: Option<String>,

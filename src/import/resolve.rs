@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use tracing::Instrument as _;
 
 use super::http::{Http, HttpError};
 use super::onvif::{OnvifClient, OnvifError};
@@ -14,7 +15,13 @@ use crate::config::Secret;
 const CONCURRENCY: usize = 16;
 
 pub async fn resolve_all(opts: &Options, http: &Http, listed: Vec<Listed>) -> Vec<Imported> {
-    futures::stream::iter(listed.into_iter().map(|l| resolve(opts, http, l))).buffer_unordered(CONCURRENCY).collect().await
+    futures::stream::iter(listed.into_iter().map(|l| {
+        let span = tracing::info_span!("import", main = %opts.main, channel = l.channel, camera = %l.host.as_deref().unwrap_or("?"));
+        resolve(opts, http, l).instrument(span)
+    }))
+    .buffer_unordered(CONCURRENCY)
+    .collect()
+    .await
 }
 
 /// Passwords to try, in order: the source's, `--camera-password-env`, the main's.
@@ -32,8 +39,6 @@ async fn resolve(opts: &Options, http: &Http, l: Listed) -> Imported {
     let user = l.username.clone().or_else(|| opts.camera_user.clone()).or_else(|| opts.main_creds.as_ref().map(|c| c.user.clone()));
     let passwords = candidates(opts, &l);
     let mut cam = Imported { channel: l.channel, name: l.name.clone(), url: l.url.clone(), username: user.clone(), password: passwords.first().cloned(), problems: Vec::new(), described: None };
-    let span = tracing::info_span!("import", channel = l.channel, camera = %l.host.as_deref().unwrap_or("?"));
-    let _g = span.enter();
     if cam.url.is_none() {
         if let Some(dev) = &l.onvif {
             match stream_from_onvif(http, dev, user.as_deref(), &passwords).await {
