@@ -16,14 +16,22 @@ use understudy::simmain::SimMain;
 const NVR_PW: &str = "nvr-Secr3t";
 const CAM_PW: &str = "cam-Secr3t";
 
-/// Runs `understudy import --config C ARGS`, with the main's password in `$NVR_PW`.
+/// Runs `understudy import --config C ARGS` with `env`; asserts no password is in its output.
 fn import(setup: &Setup, args: &[&str], env: &[(&str, &str)]) -> Output {
+    import_stdin(setup, args, env, "")
+}
+
+fn import_stdin(setup: &Setup, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    use std::io::Write as _;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_understudy"));
-    cmd.arg("import").arg("--config").arg(&setup.config).args(args).env("RUST_LOG", "debug").stdin(Stdio::null());
+    cmd.arg("import").arg("--config").arg(&setup.config).args(args).env("RUST_LOG", "debug");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     for pw in [NVR_PW, CAM_PW] {
         assert!(!all.contains(pw), "a password appears in the output:\n{all}");
@@ -131,7 +139,9 @@ async fn hikvision_import_merge_and_bad_answers() {
     assert!(err.contains(&from) && err.contains("wrong user or password"), "{err}");
     assert_eq!(std::fs::read_to_string(&setup.config).unwrap(), before);
 
-    let out = import(&setup, &base, &env);
+    // The password from stdin this time.
+    let stdin_args = ["--main", "hik", "--from", &from, "--user", "admin", "--password-stdin", "--timeout", "2s"];
+    let out = import_stdin(&setup, &stdin_args, &[], &format!("{NVR_PW}\n"));
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("+ channel 1: {}", sim.url(1))) && stdout.contains(&format!("+ channel 2: {}", sim.url(2))), "{stdout}");
@@ -193,7 +203,10 @@ async fn dahua_import_passwords_checked_by_describe() {
     .await
     .unwrap();
     let body = format!("{}{}", dahua::device(0, "127.0.0.1", &sim.url(1), CAM_PW), dahua::device(1, "127.0.0.1", &sim.url(2), "******"));
-    let nvr = HttpDevice::start("127.0.0.2", dahua::PATH, "text/plain", NVR_PW, body.clone()).await;
+    // A third device re-streamed by the NVR itself (127.0.0.2): flagged as useless once it fails.
+    let nvr = HttpDevice::start("127.0.0.2", dahua::PATH, "text/plain", NVR_PW, String::new()).await;
+    let own = format!("rtsp://127.0.0.2:{}/cam/realmonitor?channel=3", nvr.addr.port());
+    nvr.set_body(format!("{body}{}", dahua::device(2, "127.0.0.1", &own, "******")));
     let setup = Setup::new(8, "", "");
     let from = format!("dahua://{}", nvr.addr);
     let base = ["--main", "dh", "--from", &from, "--user", "admin", "--password-env", "NVR_PW", "--check"];
@@ -203,7 +216,10 @@ async fn dahua_import_passwords_checked_by_describe() {
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("! channel 2: DESCRIBE: no known password works (401)"), "{stdout}");
+    assert!(stdout.contains("! channel 3: the URL is served by the main itself (127.0.0.2)"), "{stdout}");
     assert!(stdout.contains("not written"), "{stdout}");
+    assert!(!std::fs::read_to_string(&setup.config).unwrap().contains("[[main"), "--dry-run wrote the config");
+    nvr.set_body(body.clone());
 
     let out = import(&setup, &[&base[..], &["--camera-password-env", "CAM_PW"]].concat(), &[("NVR_PW", NVR_PW), ("CAM_PW", CAM_PW)]);
     assert!(out.status.success(), "{}", text(&out));
