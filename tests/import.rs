@@ -150,6 +150,9 @@ async fn hikvision_import_merge_and_bad_answers() {
     assert!(written.contains(&format!("probe = \"tcp://{}\"", nvr.addr)), "{written}");
     assert!(written.contains("url = \"rtsp://192.0.2.33:554/Streaming/Channels/101\""), "{written}");
     assert!(!written.lines().any(|l| l.trim_start().starts_with('#') && l.contains(NVR_PW)), "password in a comment");
+    let check = setup.cli(&["check"]);
+    assert!(check.contains("warning: hik channel 3 (PoE cam): address 192.0.2.33:554 is not reachable"), "{check}");
+    assert!(!check.contains("warning: hik channel 1"), "{check}");
 
     // Hand edits, then the NVR loses camera 1 and gains camera 3 (on channel 4).
     let edited = written.replacen(&format!("url = \"{}\"", sim.url(2)), &format!("# the loading dock\nurl = \"{}\"\ntransport = \"udp\"", sim.url(2)), 1);

@@ -121,7 +121,6 @@ struct RawCamera {
     /// Set by `understudy import` when the camera could not be made usable from this box (no
     /// password, unreachable, served by the main itself). Informational: recording is still tried.
     #[serde(default)]
-    #[allow(dead_code)]
     problem: Option<String>,
 }
 
@@ -212,6 +211,8 @@ pub struct Camera {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub transport: Transport,
+    /// Why `understudy import` thinks this camera may not work from this box (shown by `check`).
+    pub problem: Option<String>,
 }
 
 /// RTP transport for a camera: TCP interleaved (default, reliable) or UDP.
@@ -442,7 +443,8 @@ impl Validator<'_> {
                 other => return self.err(Some(t.span()), format!("{field}.transport"), format!("{other:?} is not tcp or udp")),
             },
         };
-        Ok(Camera { channel, source_channel, label, owner: owner.to_owned(), url, username, password, transport })
+        let problem = c.problem.clone().filter(|p| !p.trim().is_empty());
+        Ok(Camera { channel, source_channel, label, owner: owner.to_owned(), url, username, password, transport, problem })
     }
 
     fn main(&self, m: &RawMain, i: usize, channels: u32, local: &HashMap<u32, String>, earlier: &[Main]) -> Result<Main, ConfigError> {
