@@ -24,6 +24,7 @@ impl Command {
             Command::Recordings(a) => Some(&a.config.config),
             Command::Export(a) => Some(&a.config.config),
             Command::Drill(a) => Some(&a.config),
+            Command::Import(a) => Some(&a.config),
             Command::Camsim(_) | Command::Demo(_) => None,
         }
     }
@@ -56,6 +57,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  understudy demo\n  understudy demo --cameras 8 --seconds 10 --dir /tmp/understudy-demo")]
     Demo(DemoArgs),
     /// Add or refresh a main's cameras from the main itself (Hikvision, Dahua) or over ONVIF.
+    #[command(after_help = "Examples:\n  NVR_PW=… understudy import -c site.toml --main nvr-a --from hikvision://10.0.0.5 --user admin --password-env NVR_PW --check\n  understudy import -c site.toml --main nvr-b --from dahua://10.0.0.6 --user admin --password-stdin --camera-password-env CAM_PW --dry-run\n  understudy import -c site.toml --main lobby --from onvif://10.0.1.11 --from onvif://10.0.1.12 --user admin --password-env PW --probe tcp://10.0.0.7:80\n  understudy import -c site.toml --main lobby --discover --user admin --password-env PW --probe tcp://10.0.0.7:80\n\nPasswords come only from the environment or stdin and are never printed; re-run to see what changed on the main.")]
     Import(ImportArgs),
 }
 
