@@ -24,6 +24,7 @@ impl Command {
             Command::Recordings(a) => Some(&a.config.config),
             Command::Export(a) => Some(&a.config.config),
             Command::Drill(a) => Some(&a.config),
+            Command::Import(a) => Some(&a.config),
             Command::Camsim(_) | Command::Demo(_) | Command::Verify(_) => None,
         }
     }
@@ -58,6 +59,9 @@ pub enum Command {
     /// Run a self-contained demonstration on a temporary directory: simulated cameras, recording, export.
     #[command(after_help = "Examples:\n  understudy demo\n  understudy demo --cameras 8 --seconds 10 --dir /tmp/understudy-demo")]
     Demo(DemoArgs),
+    /// Add or refresh a main's cameras from the main itself (Hikvision, Dahua) or over ONVIF.
+    #[command(after_help = "Examples:\n  NVR_PW=… understudy import -c site.toml --main nvr-a --from hikvision://10.0.0.5 --user admin --password-env NVR_PW --check\n  understudy import -c site.toml --main nvr-b --from dahua://10.0.0.6 --user admin --password-stdin --camera-password-env CAM_PW --dry-run\n  understudy import -c site.toml --main lobby --from onvif://10.0.1.11 --from onvif://10.0.1.12 --user admin --password-env PW --probe tcp://10.0.0.7:80\n  understudy import -c site.toml --main lobby --discover --user admin --password-env PW --probe tcp://10.0.0.7:80\n\nPasswords come only from the environment or stdin and are never printed; re-run to see what changed on the main.")]
+    Import(ImportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,4 +143,51 @@ pub struct DrillArgs {
     /// How long to record, e.g. 60s.
     #[arg(long = "for", default_value = "60s")]
     pub r#for: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The TOML config file (merged in place: comments and other sections are kept).
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// The `[[main]]` to create or update.
+    #[arg(long)]
+    pub main: String,
+    /// Where the cameras come from: onvif://HOST[:PORT] (repeatable: one camera each),
+    /// hikvision://HOST[:PORT], dahua://HOST[:PORT].
+    #[arg(long)]
+    pub from: Vec<String>,
+    /// Find ONVIF cameras by WS-Discovery on the local network instead of --from.
+    #[arg(long)]
+    pub discover: bool,
+    /// How long --discover listens for answers, e.g. 3s.
+    #[arg(long, default_value = "3s")]
+    pub discover_for: String,
+    /// The main's (or the ONVIF cameras') user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Read the password from this environment variable.
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password_env: Option<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Camera user when the source gives none (default: --user).
+    #[arg(long)]
+    pub camera_user: Option<String>,
+    /// Camera password from this environment variable, when the source gives none.
+    #[arg(long)]
+    pub camera_password_env: Option<String>,
+    /// The probe of a new main (default for NVR sources: tcp://HOST:PORT of the source).
+    #[arg(long)]
+    pub probe: Option<String>,
+    /// Send one RTSP DESCRIBE per camera: proves URL and password, shows codec and resolution.
+    #[arg(long)]
+    pub check: bool,
+    /// Show what would change without writing the config.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Per-request timeout, e.g. 5s.
+    #[arg(long, default_value = "5s")]
+    pub timeout: String,
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod failover;
 pub mod logging;
+pub mod import;
 pub mod pipeline;
 pub mod service;
 pub mod signals;

@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
             Command::Camsim(a) => commands::camsim(a).await,
             Command::Demo(a) => commands::demo::run(a).await,
             Command::Drill(a) => commands::drill::run(a).await,
+            Command::Import(a) => commands::import::run(a).await,
         }
     });
     match result {

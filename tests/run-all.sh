@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 pkgs=(prometheus ffmpeg mount gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
       gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 chromium fonts-liberation libgl1-mesa-dri
-      vlc-bin vlc-plugin-base)
+      vlc-bin vlc-plugin-base
+      python3-venv iproute2 util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +25,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The WS-Discovery test (tests/import_discovery.rs) publishes a device with the PyPI
+# `wsdiscovery` package, inside a network namespace (iproute2, util-linux's unshare).
+if ! target/wsd-venv/bin/python -c "import wsdiscovery" 2>/dev/null; then
+  echo "==> installing wsdiscovery 2.1.2 (PyPI) into target/wsd-venv"
+  python3 -m venv target/wsd-venv
+  target/wsd-venv/bin/pip install -q wsdiscovery==2.1.2
+fi
+export UNDERSTUDY_PYTHON="$PWD/target/wsd-venv/bin/python"
 
 # --- tests ---
 # Release build: the recording tests run real-time cameras, and the bench shares the build.

@@ -175,7 +175,7 @@ async fn printing_commands_end_quietly_on_a_closed_pipe_and_show_examples() {
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(so.contains("start") && (so.contains("status=0") || so.contains("status=141")) && !se.contains("panicked"), "{so}\n{se}");
 
-    for cmd in ["run", "check", "recordings", "export", "reindex", "drill", "camsim", "demo"] {
+    for cmd in ["run", "check", "recordings", "export", "reindex", "drill", "camsim", "demo", "import"] {
         let out = Command::new(bin).args([cmd, "--help"]).output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && help.contains("Examples:") && help.contains(&format!("understudy {cmd}")), "{cmd} --help:\n{help}");

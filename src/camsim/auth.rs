@@ -8,8 +8,9 @@ use super::config::{AuthConfig, AuthScheme};
 
 pub(crate) const REALM: &str = "understudy-camsim";
 
-/// Checks credentials of requests. `Debug` leaves out the password.
-pub(crate) struct Authenticator {
+/// Checks credentials of requests (RTSP here; the HTTP device simulators of the import tests
+/// reuse it, HTTP Digest being the same scheme). `Debug` leaves out the password.
+pub struct Authenticator {
     config: Option<AuthConfig>,
     nonce: String,
 }
@@ -23,7 +24,7 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    pub(crate) fn new(config: Option<AuthConfig>) -> Self {
+    pub fn new(config: Option<AuthConfig>) -> Self {
         Authenticator {
             config,
             nonce: format!("{:032x}", rand::random::<u128>()),
@@ -37,7 +38,7 @@ impl Authenticator {
 
     /// `WWW-Authenticate` value for a 401 (RFC 2617 §3.2.1, §2). Without configured credentials
     /// (a `RejectAuth` fault) a Digest challenge is sent.
-    pub(crate) fn challenge(&self) -> String {
+    pub fn challenge(&self) -> String {
         match self.config.as_ref().map(|c| c.scheme) {
             Some(AuthScheme::Basic) => format!("Basic realm=\"{REALM}\""),
             Some(AuthScheme::Digest) | None => {
@@ -47,7 +48,7 @@ impl Authenticator {
     }
 
     /// Whether the `Authorization` header value authorizes `method` on `uri`.
-    pub(crate) fn check(&self, method: &str, authorization: Option<&str>) -> bool {
+    pub fn check(&self, method: &str, authorization: Option<&str>) -> bool {
         let Some(cfg) = &self.config else {
             return true;
         };

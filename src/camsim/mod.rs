@@ -22,6 +22,7 @@ mod sei;
 mod sender;
 mod server;
 
+pub use auth::Authenticator;
 pub use cli::{run_cli, CamsimArgs, FaultSpec};
 pub use config::{AuthConfig, AuthScheme, CamSimConfig, CameraSpec, Fault, Pacing};
 pub use error::CamSimError;

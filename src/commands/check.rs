@@ -39,5 +39,11 @@ pub async fn run(args: ConfigArg) -> CmdResult {
     }
     let free = cfg.server.channels as usize - map.len();
     println!("{} of {} channels assigned, {free} unassigned", map.len(), cfg.server.channels);
+    // Problems `understudy import` flagged: these cameras may not record when their main fails.
+    for (owner, c) in cfg.cameras.iter().map(|c| ("local", c)).chain(cfg.mains.iter().flat_map(|m| m.cameras.iter().map(move |c| (m.name.as_str(), c)))) {
+        if let Some(p) = &c.problem {
+            println!("warning: {owner} channel {} ({}): {p}", c.channel, c.label);
+        }
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod drill;
 pub mod evidence;
 pub mod export;
+pub mod import;
 pub mod recordings;
 pub mod reindex;
 pub mod run;

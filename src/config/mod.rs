@@ -121,6 +121,10 @@ struct RawCamera {
     name: Option<String>,
     #[serde(default)]
     audio: Option<bool>,
+    /// Set by `understudy import` when the camera could not be made usable from this box (no
+    /// password, unreachable, served by the main itself). Informational: recording is still tried.
+    #[serde(default)]
+    problem: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +218,8 @@ pub struct Camera {
     pub transport: Transport,
     /// Record the camera's first audio track (default true; false where sound may not be recorded).
     pub audio: bool,
+    /// Why `understudy import` thinks this camera may not work from this box (shown by `check`).
+    pub problem: Option<String>,
 }
 
 /// RTP transport for a camera: TCP interleaved (default, reliable) or UDP.
@@ -446,7 +452,8 @@ impl Validator<'_> {
                 other => return self.err(Some(t.span()), format!("{field}.transport"), format!("{other:?} is not tcp or udp")),
             },
         };
-        Ok(Camera { channel, source_channel, label, owner: owner.to_owned(), url, username, password, transport, audio: c.audio.unwrap_or(true) })
+        let problem = c.problem.clone().filter(|p| !p.trim().is_empty());
+        Ok(Camera { channel, source_channel, label, owner: owner.to_owned(), url, username, password, transport, audio: c.audio.unwrap_or(true), problem })
     }
 
     fn main(&self, m: &RawMain, i: usize, channels: u32, local: &HashMap<u32, String>, earlier: &[Main]) -> Result<Main, ConfigError> {
