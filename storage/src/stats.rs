@@ -1,6 +1,6 @@
 //! Per-channel counters the writer and the syncer publish, readable from any thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a channel has written and what of it is durable (fsynced and cataloged).
@@ -16,6 +16,8 @@ pub struct DurableStats {
     last_durable_us: AtomicU64,
     write_errors: AtomicU64,
     frames_dropped_before_key: AtomicU64,
+    /// Wall-clock start (90 kHz since the epoch) of the first cataloged segment; 0 = none yet.
+    first_start_90k: AtomicI64,
 }
 
 impl DurableStats {
@@ -49,6 +51,14 @@ impl DurableStats {
             us => Some(UNIX_EPOCH + Duration::from_micros(us)),
         }
     }
+    /// Where this channel's durable footage starts: its first cataloged segment's wall-clock
+    /// start, 90 kHz since the epoch.
+    pub fn first_start_90k(&self) -> Option<i64> {
+        match self.first_start_90k.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
     /// Write, fsync and segment-creation errors.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
@@ -76,7 +86,8 @@ impl DurableStats {
         self.bytes_durable.fetch_add(bytes, Ordering::AcqRel);
         self.frames_durable.fetch_add(frames, Ordering::AcqRel);
     }
-    pub(crate) fn add_segment(&self) {
+    pub(crate) fn add_segment(&self, start_90k: i64) {
+        let _ = self.first_start_90k.compare_exchange(0, start_90k, Ordering::AcqRel, Ordering::Acquire);
         self.segments.fetch_add(1, Ordering::AcqRel);
     }
     pub(crate) fn add_error(&self) {
