@@ -23,6 +23,20 @@ fn demo_shows_takeover_and_leaves_playable_footage() {
     for want in ["loses power", "takeover declared", "returned to standby", "first_fragment", "understudy export --config"] {
         assert!(text.contains(want), "demo output lacks {want:?}:\n{text}");
     }
+    // The takeover's totals are what its own footage listing shows (it once reported the
+    // frames durable before the last segment was closed: 150 against 188).
+    let ended = text.lines().find(|l| l.contains("takeover_ended") && !l.contains(" INFO ")).unwrap_or_else(|| panic!("no takeover_ended:\n{text}"));
+    let ended: serde_json::Value = serde_json::from_str(&ended[ended.find('{').unwrap()..]).unwrap();
+    for ch in 1..=2u64 {
+        let listed: u64 = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with(&format!("ch{ch} ")) && l.contains(" frames "))
+            .map(|l| l.split_whitespace().nth(4).unwrap().parse::<u64>().unwrap())
+            .sum();
+        let reported = ended["per_channel"].as_array().unwrap().iter().find(|c| c["channel"] == ch).unwrap()["frames"].as_u64();
+        assert!(listed > 0, "channel {ch}: no footage listed:\n{text}");
+        assert_eq!(reported, Some(listed), "channel {ch}: takeover_ended vs the footage listing:\n{text}");
+    }
     let export = dir.path().join("takeover-ch1.mp4");
     ffprobe_clean(&export).unwrap();
     ffmpeg_decodes(&export).unwrap();

@@ -66,6 +66,16 @@ async fn one_to_one_takeover_and_return_to_standby() {
     }
     let lat: Vec<f64> = evs.iter().filter(|e| e["kind"] == "first_fragment").map(|e| e["detail"]["latency_ms"].as_f64().unwrap()).collect();
     assert_eq!(lat.len(), 4, "one first_fragment per channel: {evs:?}");
+    // A cold takeover's footage starts after the failure instant (the first failed probe),
+    // and before its first fragment became durable.
+    for e in evs.iter().filter(|e| e["kind"] == "first_fragment") {
+        let d = &e["detail"];
+        let start = d["footage_start_ms"].as_i64().unwrap_or_else(|| panic!("no footage_start_ms: {e}"));
+        let latency = d["latency_ms"].as_f64().unwrap() as i64;
+        assert!(start > 0 && start <= latency + 3 * 200 + 1000, "footage start {start} ms vs latency {latency} ms: {e}");
+        assert_eq!(d["gap_ms"].as_i64(), Some(start), "{e}");
+    }
+    assert_takeover_totals_match_the_catalog(&setup, &evs);
     for ch in 1..=4u32 {
         let recs = setup.recordings(ch);
         assert!(!recs.is_empty(), "channel {ch} recorded nothing");
@@ -78,6 +88,27 @@ async fn one_to_one_takeover_and_return_to_standby() {
     }
     sigterm(&mut child);
     sim.shutdown().await;
+}
+
+/// `takeover_ended` reports per channel exactly the frames and bytes the catalog holds (every
+/// segment of these channels in this test is the takeover's), and totals that add up.
+fn assert_takeover_totals_match_the_catalog(setup: &Setup, evs: &[serde_json::Value]) {
+    let ended = &evs.iter().find(|e| e["kind"] == "takeover_ended").expect("takeover_ended")["detail"];
+    let (mut frames, mut bytes, mut gap) = (0u64, 0u64, 0i64);
+    let per_channel = ended["per_channel"].as_array().unwrap();
+    assert_eq!(per_channel.len(), ended["channels"].as_array().unwrap().len(), "{ended}");
+    for pc in per_channel {
+        let ch = pc["channel"].as_u64().unwrap() as u32;
+        let recs = setup.recordings(ch);
+        let cat_frames: u64 = recs.iter().map(|r| r["frames"].as_u64().unwrap()).sum();
+        let cat_bytes: u64 = recs.iter().map(|r| r["bytes"].as_u64().unwrap()).sum();
+        assert!(cat_frames > 0, "channel {ch} recorded nothing");
+        assert_eq!((pc["frames"].as_u64(), pc["bytes"].as_u64()), (Some(cat_frames), Some(cat_bytes)), "channel {ch}: takeover_ended {pc} vs catalog");
+        frames += cat_frames;
+        bytes += cat_bytes;
+        gap = gap.max(pc["gap_ms"].as_i64().unwrap_or_else(|| panic!("channel {ch}: no gap_ms in {pc}")));
+    }
+    assert_eq!((ended["frames"].as_u64(), ended["bytes"].as_u64(), ended["gap_ms"].as_i64()), (Some(frames), Some(bytes), Some(gap)), "{ended}");
 }
 
 /// Acceptance 2 (N:1 shared): B waits while A holds the channels, then is taken over.

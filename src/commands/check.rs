@@ -26,9 +26,10 @@ pub async fn run(args: ConfigArg) -> CmdResult {
             m.cameras.iter().map(|c| c.channel).max().unwrap_or(0),
         );
         let detect = crate::failover::health::detection_time(m.interval, m.timeout, m.fail_after);
+        let tolerate = crate::failover::health::flap_tolerance(m.interval, m.fail_after);
         println!(
-            "main {:?}: probe {probe} every {:?} (timeout {:?}), takeover after {} failures (≤ {:.1} s), standby after {} successes, priority {}, {} cameras → channels {lo}–{hi}",
-            m.name, m.interval, m.timeout, m.fail_after, detect.as_secs_f64(), m.recover_after, m.priority, m.cameras.len()
+            "main {:?}: probe {probe} every {:?} (timeout {:?}), takeover after {} failures (≤ {:.1} s; outages ≤ {:.1} s never take over), standby after {} successes, priority {}, {} cameras → channels {lo}–{hi}",
+            m.name, m.interval, m.timeout, m.fail_after, detect.as_secs_f64(), tolerate.as_secs_f64(), m.recover_after, m.priority, m.cameras.len()
         );
     }
     println!("channel map:");

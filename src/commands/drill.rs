@@ -57,6 +57,9 @@ pub async fn run(args: DrillArgs) -> CmdResult {
         }
     }
     let snaps = station.snapshots();
+    // Stopped first, so the frames and bytes below include the closed last segments: what the
+    // catalog holds.
+    station.stop_many(&chans.iter().map(|(c, _)| c.channel).collect::<Vec<_>>()).await;
     println!("{:>7} {:>6} {:<24} {:>12} {:>8} {:>10}  state / last error", "channel", "source", "camera", "latency ms", "frames", "MB");
     let mut lat_ms = Vec::new();
     for (i, (cam, d)) in chans.iter().enumerate() {

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use understudy_storage::{HistogramSnapshot, LatencyHistogram};
+use understudy_storage::{DurableStats, HistogramSnapshot, LatencyHistogram};
 
 use super::events::EventSink;
 use super::health::{Health, StateName, Thresholds, Transition};
@@ -47,6 +47,11 @@ struct MainEntry {
     last_probe_event: Option<Instant>,
     /// Failed probes in a row (whatever the state); 0 after a good one.
     consecutive_failures: u32,
+    /// When the first of those failed probes started: the earliest the main was seen down.
+    down_since: Option<SystemTime>,
+    /// The failure instant of the latest failure declared (`down_since` when it was declared):
+    /// what a takeover's footage start and gap are measured from.
+    failure_began: Option<SystemTime>,
     probe_latency: Arc<LatencyHistogram>,
     takeovers: u64,
     /// Of the latest takeover: from the failure being declared to the last of its channels'
@@ -120,6 +125,7 @@ impl Failover {
                 let health = if was_failed.contains(&m.name) { Health::resumed(t) } else { Health::Ok };
                 MainEntry {
                     cfg: m.clone(), health, last_ok: None, last_error: None, last_probe_event: None, consecutive_failures: 0,
+                    down_since: None, failure_began: None,
                     probe_latency: Arc::default(), takeovers: 0, last_takeover_latency_ms: Arc::new(AtomicU64::new(u64::MAX)),
                 }
             })
@@ -203,13 +209,13 @@ impl Failover {
                 s.last_decision = Instant::now();
                 s.mains[i].probe_latency.observe(took);
             }
-            self.on_probe(i, outcome).await;
+            self.on_probe(i, outcome, took).await;
         }
         // Shutdown: the station closes every channel; what was failed stays in `persist` so a
         // restart resumes it.
     }
 
-    async fn on_probe(&self, i: usize, outcome: Result<(), String>) {
+    async fn on_probe(&self, i: usize, outcome: Result<(), String>, took: Duration) {
         let now = SystemTime::now();
         let (name, transition) = {
             let mut s = self.lock();
@@ -218,14 +224,19 @@ impl Failover {
                 Ok(()) => {
                     m.last_ok = Some(now);
                     m.consecutive_failures = 0;
+                    m.down_since = None;
                 }
                 Err(e) => {
                     m.last_error = Some(e.clone());
                     m.consecutive_failures = m.consecutive_failures.saturating_add(1);
+                    m.down_since.get_or_insert(now.checked_sub(took).unwrap_or(now));
                 }
             }
             let t = m.thresholds();
             let tr = m.health.on_probe(outcome.is_ok(), now, t);
+            if let Transition::Failed { failed_at } = tr {
+                m.failure_began = Some(m.down_since.unwrap_or(failed_at));
+            }
             // Probe failures while failed are rate-limited events; the first one always goes out.
             if let Err(e) = &outcome {
                 let due = m.last_probe_event.is_none_or(|t| t.elapsed() >= PROBE_EVENT_EVERY);
@@ -246,7 +257,10 @@ impl Failover {
                 self.persist_failed();
             }
             Transition::Failed { failed_at } => {
-                self.events.emit("main_failed", Some(&name), None, json!({ "failed_at": fmt_time(failed_at) }));
+                let began = self.lock().mains[i].failure_began.unwrap_or(failed_at);
+                self.events.emit("main_failed", Some(&name), None, json!({
+                    "failed_at": fmt_time(failed_at), "down_since": fmt_time(began),
+                }));
                 self.persist_failed();
                 self.try_take_over(i, failed_at);
             }
@@ -274,7 +288,7 @@ impl Failover {
 
     /// Takes over main `i` if all its channels are free; otherwise it waits.
     fn try_take_over(&self, i: usize, failed_at: SystemTime) {
-        let (name, cams, holders, takeover_latency) = {
+        let (name, cams, holders, takeover_latency, began) = {
             let mut s = self.lock();
             let chans = s.mains[i].channels();
             let mut holders: Vec<String> = chans.iter().filter_map(|c| s.owners.get(c)).map(|&o| s.mains[o].cfg.name.clone()).collect();
@@ -292,7 +306,7 @@ impl Failover {
                 m.takeovers += 1;
                 m.last_takeover_latency_ms.store(u64::MAX, Ordering::Release);
             }
-            (m.cfg.name.clone(), m.cfg.cameras.clone(), holders, m.last_takeover_latency_ms.clone())
+            (m.cfg.name.clone(), m.cfg.cameras.clone(), holders, m.last_takeover_latency_ms.clone(), m.failure_began.unwrap_or(failed_at))
         };
         if !holders.is_empty() {
             self.events.emit("waiting", Some(&name), None, json!({
@@ -324,8 +338,9 @@ impl Failover {
             let takeover_latency = takeover_latency.clone();
             tokio::spawn(async move {
                 // Report each channel's first durable fragment with its latency since the
-                // failure was declared; give up quietly after 10 minutes (the channel's own
-                // state already says it is not recording).
+                // failure was declared and where its footage starts relative to the failure
+                // instant; give up quietly after 10 minutes (the channel's own state already
+                // says it is not recording).
                 let deadline = Instant::now() + Duration::from_secs(600);
                 while Instant::now() < deadline {
                     if let Some(t) = durable.first_durable_at() {
@@ -335,9 +350,13 @@ impl Failover {
                         let _ = takeover_latency.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
                             Some(if old == u64::MAX { ms } else { old.max(ms) })
                         });
+                        let footage_start_ms = footage_start_ms(&durable, began);
                         events.emit("first_fragment", Some(&main), Some(cam.channel), json!({
                             "camera": cam.label, "source_channel": cam.source_channel,
                             "latency_ms": (latency.as_secs_f64() * 1e3).round(),
+                            "down_since": fmt_time(began),
+                            "footage_start_ms": footage_start_ms,
+                            "gap_ms": footage_start_ms.map(|ms| ms.max(0)),
                         }));
                         return;
                     }
@@ -351,28 +370,42 @@ impl Failover {
     }
 
     /// Stops main `i`'s channels, reports footage totals and frees the channels.
+    ///
+    /// The totals are read after the channels stopped, when their last segments are closed and
+    /// cataloged, so they are exactly what the catalog holds of this takeover. The gap is from
+    /// the failure instant to the first footage, per channel; the takeover's is its worst.
     async fn release(&self, i: usize) {
-        let (name, chans) = {
+        let (name, chans, began) = {
             let s = self.lock();
-            (s.mains[i].cfg.name.clone(), s.mains[i].channels())
+            let m = &s.mains[i];
+            (m.cfg.name.clone(), m.channels(), m.failure_began)
         };
-        let totals: Vec<(u32, u64, u64)> = self
+        let stats: Vec<(u32, Arc<DurableStats>)> = self
             .station
             .snapshots()
             .into_iter()
             .filter(|(s, _)| chans.contains(&s.channel))
-            .map(|(s, d)| (s.channel, d.frames_durable(), d.bytes_durable()))
+            .map(|(s, d)| (s.channel, d))
             .collect();
         self.station.stop_many(&chans).await;
         {
             let mut s = self.lock();
             s.owners.retain(|_, o| *o != i);
         }
-        let frames: u64 = totals.iter().map(|t| t.1).sum();
-        let bytes: u64 = totals.iter().map(|t| t.2).sum();
+        let per_channel: Vec<(u32, u64, u64, Option<i64>)> = stats
+            .iter()
+            .map(|(ch, d)| (*ch, d.frames_durable(), d.bytes_durable(), began.and_then(|b| footage_start_ms(d, b))))
+            .collect();
+        let frames: u64 = per_channel.iter().map(|t| t.1).sum();
+        let bytes: u64 = per_channel.iter().map(|t| t.2).sum();
+        let gap_ms = per_channel.iter().filter_map(|t| t.3).map(|ms| ms.max(0)).max();
         self.events.emit("takeover_ended", Some(&name), None, json!({
-            "channels": chans, "frames": frames, "bytes": bytes,
-            "per_channel": totals.iter().map(|t| json!({"channel": t.0, "frames": t.1, "bytes": t.2})).collect::<Vec<_>>(),
+            "channels": chans, "frames": frames, "bytes": bytes, "gap_ms": gap_ms,
+            "down_since": began.map(fmt_time),
+            "per_channel": per_channel.iter().map(|t| json!({
+                "channel": t.0, "frames": t.1, "bytes": t.2,
+                "footage_start_ms": t.3, "gap_ms": t.3.map(|ms| ms.max(0)),
+            })).collect::<Vec<_>>(),
         }));
     }
 
@@ -394,6 +427,17 @@ impl Failover {
             self.try_take_over(i, failed_at);
         }
     }
+}
+
+/// Where a channel's durable footage starts relative to the failure instant, in ms: negative
+/// when it reaches back before the failure; None before anything is durable.
+fn footage_start_ms(durable: &DurableStats, failure: SystemTime) -> Option<i64> {
+    let start_90k = durable.first_start_90k()?;
+    let failure_ms = match failure.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).ok()?,
+        Err(_) => return None,
+    };
+    Some(start_90k / 90 - failure_ms)
 }
 
 /// Probes one main forever at its interval and reports each outcome.

@@ -131,10 +131,19 @@ impl Health {
 }
 
 /// The longest from a main failing to its takeover being declared, for `check` to explain:
-/// the failure can fall just after a good probe, so `fail_after` more probes start over
-/// `fail_after` intervals, and the last one may take its whole timeout to fail.
+/// the failure can fall just after a good probe started, so `fail_after` more probes start over
+/// `fail_after` probe periods, and the last one may take its whole timeout to fail. A probe
+/// period is the interval, or the timeout when that is longer (a probe that outlasts the
+/// interval delays the next tick, see `controller::probe_loop`).
 pub fn detection_time(interval: Duration, timeout: Duration, fail_after: u32) -> Duration {
-    interval * fail_after + timeout
+    interval.max(timeout) * fail_after + timeout
+}
+
+/// The longest outage that can never cause a takeover: probes start at least `interval` apart,
+/// so an outage this long holds at most `fail_after - 1` of them (zero when `fail_after` is 1:
+/// any failed probe takes over).
+pub fn flap_tolerance(interval: Duration, fail_after: u32) -> Duration {
+    interval * fail_after.saturating_sub(1)
 }
 
 #[cfg(test)]
@@ -200,6 +209,10 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(detection_time(ms(500), ms(500), 10), ms(5500));
         assert_eq!(detection_time(Duration::from_secs(30), Duration::from_secs(5), 3), Duration::from_secs(95));
+        // Probes that outlast the interval space the next ones by their timeout.
+        assert_eq!(detection_time(ms(100), ms(1000), 3), ms(4000));
+        assert_eq!(flap_tolerance(ms(500), 3), ms(1000));
+        assert_eq!(flap_tolerance(ms(500), 1), ms(0));
     }
 
     #[test]
@@ -209,5 +222,128 @@ mod tests {
         let mut h = Health::resumed(T);
         assert!(matches!(h.on_probe(true, at(0), T), Transition::BlipCleared { .. }));
         assert_eq!(h, Health::Ok);
+    }
+}
+
+/// Flap safety under a simulated clock: random outage sequences against the real state machine
+/// and a model of `controller::probe_loop`, no sleeping.
+#[cfg(test)]
+mod flaps {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One simulated probe configuration.
+    #[derive(Clone, Debug)]
+    struct Sim {
+        interval: u64,
+        timeout: u64,
+        t: Thresholds,
+        /// How long each probe takes, in permille of `timeout`, used round-robin.
+        took: Vec<u64>,
+    }
+
+    impl Sim {
+        /// The longest gap between two probe starts, in ms.
+        fn spacing(&self) -> u64 {
+            self.interval.max(self.timeout)
+        }
+        fn detection_ms(&self) -> u64 {
+            let d = detection_time(Duration::from_millis(self.interval), Duration::from_millis(self.timeout), self.t.fail_after);
+            d.as_millis() as u64
+        }
+        fn tolerance_ms(&self) -> u64 {
+            flap_tolerance(Duration::from_millis(self.interval), self.t.fail_after).as_millis() as u64
+        }
+
+        /// Runs the probe loop from 0 to `until` ms against a main that is down during each
+        /// half-open `(start, end)` of `outages`: a probe starts every `interval` (later when the
+        /// previous one outlasted it, as tokio's `MissedTickBehavior::Delay` does), fails iff the
+        /// main is down when it starts, and is reported when it ends, at most `timeout` later.
+        /// The controller's answer to `Failed` is a takeover. Returns each transition with its
+        /// time in ms.
+        fn run(&self, outages: &[(u64, u64)], until: u64) -> Vec<(u64, Transition)> {
+            let mut h = Health::Ok;
+            let mut out = Vec::new();
+            let (mut start, mut n) = (0u64, 0usize);
+            while start < until {
+                let ok = !outages.iter().any(|&(s, e)| s <= start && start < e);
+                let took = self.timeout * self.took[n % self.took.len()] / 1000;
+                n += 1;
+                let done = start + took;
+                let tr = h.on_probe(ok, SystemTime::UNIX_EPOCH + Duration::from_millis(done), self.t);
+                if matches!(tr, Transition::Failed { .. }) {
+                    h.declare(true);
+                }
+                if !matches!(tr, Transition::None | Transition::BecameSuspect) {
+                    out.push((done, tr));
+                }
+                start = (start + self.interval).max(done);
+            }
+            out
+        }
+    }
+
+    fn sim() -> impl Strategy<Value = Sim> {
+        (100u64..=5_000, 1u64..=10_000, 2u32..=10, 1u32..=5, proptest::collection::vec(0u64..=1000, 1..32)).prop_map(
+            |(interval, timeout, fail_after, recover_after, took)| Sim {
+                interval, timeout, t: Thresholds { fail_after, recover_after }, took,
+            },
+        )
+    }
+
+    /// Alternating up and down periods from `(up, down)` pairs; returns the outages and the end.
+    fn outages(periods: &[(u64, u64)], tail: u64) -> (Vec<(u64, u64)>, u64) {
+        let mut t = 0;
+        let mut v = Vec::new();
+        for &(up, down) in periods {
+            t += up;
+            v.push((t, t + down));
+            t += down;
+        }
+        (v, t + tail)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        /// Outages no longer than the flap tolerance, each followed by enough uptime for one
+        /// probe to see the main answer, never cause a takeover.
+        #[test]
+        fn flaps_shorter_than_the_failure_window_never_take_over(
+            (s, periods) in sim().prop_flat_map(|s| {
+                let (up, tol) = (s.spacing(), s.tolerance_ms());
+                let periods = proptest::collection::vec((up..=up * 3, 1..=tol), 1..40);
+                (Just(s), periods)
+            })
+        ) {
+            let (outages, until) = outages(&periods, s.spacing());
+            let trs = s.run(&outages, until);
+            let failed: Vec<_> = trs.iter().filter(|(_, t)| matches!(t, Transition::Failed { .. })).collect();
+            prop_assert!(failed.is_empty(), "took over at {failed:?} for outages {outages:?}");
+        }
+
+        /// Outages of at least `fail_after` probe periods, each followed by enough uptime for
+        /// `recover_after` good probes, cause exactly one takeover each, declared within the
+        /// detection time of the outage's start, and one return to standby each.
+        #[test]
+        fn outages_longer_than_the_failure_window_take_over_exactly_once(
+            (s, periods) in sim().prop_flat_map(|s| {
+                let (p, f, r) = (s.spacing(), u64::from(s.t.fail_after), u64::from(s.t.recover_after));
+                let periods = proptest::collection::vec((r * p..=r * p * 3, f * p..=f * p * 4), 1..8);
+                (Just(s), periods)
+            })
+        ) {
+            let r = u64::from(s.t.recover_after) * s.spacing();
+            let (outages, until) = outages(&periods, r);
+            let trs = s.run(&outages, until);
+            let failed: Vec<u64> = trs.iter().filter(|(_, t)| matches!(t, Transition::Failed { .. })).map(|x| x.0).collect();
+            let recovered = trs.iter().filter(|(_, t)| matches!(t, Transition::Recovered { was_taken_over: true, .. })).count();
+            prop_assert_eq!(failed.len(), outages.len(), "takeovers at {:?} for outages {:?}", failed, outages);
+            prop_assert_eq!(recovered, outages.len());
+            for (&at, &(start, _)) in failed.iter().zip(&outages) {
+                prop_assert!(at >= start && at - start <= s.detection_ms(),
+                    "declared at {} for an outage from {}: beyond the detection time {} ms", at, start, s.detection_ms());
+            }
+        }
     }
 }

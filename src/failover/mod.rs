@@ -5,12 +5,14 @@
 //! - `controller`: probe tasks plus the one task that decides takeovers and owns channel assignment.
 //! - `events`: operator-visible events (log, catalog, webhooks).
 //! - `persist`: which mains are failed, across restarts.
+//! - `standby`: the hot-standby prebuffer (whole GOPs in memory); not wired to sessions yet.
 
 pub mod controller;
 pub mod events;
 pub mod health;
 pub mod persist;
 pub mod probe;
+pub mod standby;
 
 pub use controller::{Failover, MainMetrics, MainStatus};
 pub use events::EventSink;

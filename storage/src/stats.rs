@@ -1,6 +1,6 @@
 //! Per-channel counters the writer and the syncer publish, readable from any thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,8 @@ pub struct DurableStats {
     /// Why footage is not becoming durable right now (set by the writer or syncer on a
     /// failure, cleared by the writer's next successful fragment).
     problem: Mutex<Option<String>>,
+    /// Wall-clock start (90 kHz since the epoch) of the first cataloged segment; 0 = none yet.
+    first_start_90k: AtomicI64,
 }
 
 impl DurableStats {
@@ -64,6 +66,14 @@ impl DurableStats {
             *p = reason;
         }
     }
+    /// Where this channel's durable footage starts: its first cataloged segment's wall-clock
+    /// start, 90 kHz since the epoch.
+    pub fn first_start_90k(&self) -> Option<i64> {
+        match self.first_start_90k.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
     /// Write, fsync and segment-creation errors.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
@@ -91,7 +101,8 @@ impl DurableStats {
         self.bytes_durable.fetch_add(bytes, Ordering::AcqRel);
         self.frames_durable.fetch_add(frames, Ordering::AcqRel);
     }
-    pub(crate) fn add_segment(&self) {
+    pub(crate) fn add_segment(&self, start_90k: i64) {
+        let _ = self.first_start_90k.compare_exchange(0, start_90k, Ordering::AcqRel, Ordering::Acquire);
         self.segments.fetch_add(1, Ordering::AcqRel);
     }
     pub(crate) fn add_error(&self) {

@@ -215,7 +215,7 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
         let (prev_frames, prev_bytes, row_id) = match &snap.sync {
             SyncPhase::Cataloged { id, durable } => (durable.frames, durable.bytes, *id),
             _ => {
-                seg.stats.add_segment();
+                seg.stats.add_segment(seg.start_90k);
                 (0, 0, id.unwrap_or_default())
             }
         };
