@@ -32,6 +32,10 @@ fn main() -> std::process::ExitCode {
             Command::Camsim(a) => commands::camsim(a).await,
             Command::Demo(a) => commands::demo::run(a).await,
             Command::Drill(a) => commands::drill::run(a).await,
+            Command::User(a) => commands::users::user(a).await,
+            Command::Token(a) => commands::users::token(a).await,
+            Command::Audit(a) => commands::audit::run(a).await,
+            Command::Tls(a) => commands::audit::tls(a).await,
         }
     });
     match result {

@@ -29,7 +29,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" | "sec" | "secs" => n,
         "m" | "min" | "mins" => n * 60.0,
         "h" | "hour" | "hours" => n * 3600.0,
-        u => return Err(format!("duration {s:?} has unknown unit {u:?} (use ms, s, m or h)")),
+        "d" | "day" | "days" => n * 86400.0,
+        u => return Err(format!("duration {s:?} has unknown unit {u:?} (use ms, s, m, h or d)")),
     };
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("duration {s:?} is out of range"));
