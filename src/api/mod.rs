@@ -241,18 +241,18 @@ struct EventsQuery {
 }
 
 /// Events oldest first after `since`, only those of channels and mains the principal sees;
-/// `next` is the id to ask after next (past events filtered out).
+/// `next` is the id to ask after next (past events filtered out), `more` whether the page was full.
 async fn events(State(st): State<ApiState>, Extension(p): Extension<Principal>, Query(q): Query<EventsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = st.station.store.clone();
     let (since, limit) = (q.since.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000));
     let mut evs = tokio::task::spawn_blocking(move || store.events_since(since, limit)).await.map_err(internal)?.map_err(internal)?;
-    let next = evs.last().map_or(since, |e| e.id);
+    let (next, more) = (evs.last().map_or(since, |e| e.id), evs.len() == limit);
     evs.retain(|e| match (e.channel, &e.main) {
         (Some(ch), _) => p.sees(ch),
         (None, Some(m)) => sees_main(&st, &p, m),
         (None, None) => true,
     });
-    Ok(Json(json!({ "events": evs, "next": next })))
+    Ok(Json(json!({ "events": evs, "next": next, "more": more })))
 }
 
 #[derive(Deserialize)]
