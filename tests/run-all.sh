@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # ffmpeg/ffprobe validate every file we write; GStreamer's RTSP server is the third-party
 # camera (interop) and gst-launch the bench's second peer.
 # prometheus (and promtool) scrape and lint /metrics.
+# curl checks the API's generated certificate (tests/security.rs).
 pkgs=(prometheus ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-      gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 chromium fonts-liberation libgl1-mesa-dri)
+      gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 chromium fonts-liberation libgl1-mesa-dri
+      curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
