@@ -33,8 +33,8 @@ pub async fn run(args: AuditArgs) -> CmdResult {
                     let bytes = e.bytes.map_or(String::new(), |b| format!("{b} B"));
                     let token = e.token.map_or(String::new(), |t| format!("token {t}"));
                     println!(
-                        "{:>6} {} {:<16} {:<8} {:<15} {:<12} {:<5} {:<8} {} {} {}",
-                        e.id, e.time, e.user.as_deref().unwrap_or("-"), token, e.ip.as_deref().unwrap_or("-"), e.action, ch, e.result, bytes, e.detail, ""
+                        "{:>6} {} {:<16} {:<8} {:<15} {:<12} {:<5} {:<8} {} {}",
+                        e.id, e.time, e.user.as_deref().unwrap_or("-"), token, e.ip.as_deref().unwrap_or("-"), e.action, ch, e.result, bytes, e.detail
                     );
                 }
             }
