@@ -61,7 +61,9 @@ impl ApiState {
     /// Records a request the guard let through (deduplicated, see [`WINDOW`]).
     pub fn audit_request(&self, p: &Principal, path: &str, query: &str, resp: &Response) {
         let Some(action) = action(path) else { return };
-        let key = format!("{}|{:?}|{path}?{query}", p.user, p.token);
+        // Footage requests count per range; polls (status, events since N) per path.
+        let per_range = path.starts_with("/api/channels/");
+        let key = format!("{}|{:?}|{path}?{}", p.user, p.token, if per_range { query } else { "" });
         if !self.seen.first(key) {
             return;
         }
