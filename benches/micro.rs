@@ -1,6 +1,6 @@
 //! Criterion micro-benches of the storage crate's hot paths: fragment muxing (frames/s), the
 //! export read path (MB/s over a 10-minute range) and catalog range queries over a month of
-//! 60 s segments for 100 channels. Frame sizes and the `avc1` sample entry come from
+//! 60 s segments for 100 channels, and the cost of a login (Argon2id) and of a token lookup hash. Frame sizes and the `avc1` sample entry come from
 //! fixtures/h264-1080p25.mp4 (ffprobe); frame payloads are zeros (nothing here decodes them).
 //! Files go under target/bench-micro/ on the real disk. See benches/README.md.
 
@@ -353,5 +353,18 @@ fn bench_catalog(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_mux, bench_export, bench_catalog);
+/// Login cost: one Argon2id verification (m = 19 MiB, t = 2, p = 1), what every login and
+/// every failed login costs in CPU; and the SHA-256 lookup hash of a bearer token.
+fn bench_auth(c: &mut Criterion) {
+    use understudy::auth::{password, secret};
+    let pw = secret::Password::new("correct horse battery");
+    let phc = password::hash(&pw).expect("hash");
+    let mut g = c.benchmark_group("auth");
+    g.sample_size(20);
+    g.bench_function("argon2id_verify", |b| b.iter(|| black_box(password::verify(&pw, &phc))));
+    g.bench_function("token_sha256", |b| b.iter(|| black_box(secret::digest_hex("us_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"))));
+    g.finish();
+}
+
+criterion_group!(benches, bench_mux, bench_export, bench_catalog, bench_auth);
 criterion_main!(benches);

@@ -25,6 +25,10 @@ impl Command {
             Command::Export(a) => Some(&a.config.config),
             Command::Drill(a) => Some(&a.config),
             Command::Import(a) => Some(&a.config),
+            Command::Audit(a) => Some(&a.config.config),
+            Command::User(UserCmd::Add { config, .. } | UserCmd::Passwd { config, .. } | UserCmd::Del { config, .. } | UserCmd::List { config }) => Some(&config.config),
+            Command::Token(TokenCmd::Create { config, .. } | TokenCmd::List { config } | TokenCmd::Revoke { config, .. }) => Some(&config.config),
+            Command::Tls(TlsCmd::Fingerprint(a)) => Some(&a.config),
             Command::Camsim(_) | Command::Demo(_) | Command::Verify(_) => None,
         }
     }
@@ -56,6 +60,17 @@ pub enum Command {
     /// Rehearse a takeover of a healthy main for a while and report per-channel latency.
     #[command(after_help = "Examples:\n  understudy drill -c site.toml --main nvr-a --for 60s")]
     Drill(DrillArgs),
+    /// Manage the users of the HTTP API.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage API bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// List the audit trail and verify its hash chain.
+    Audit(AuditArgs),
+    /// TLS of the HTTP API.
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Run a self-contained demonstration on a temporary directory: simulated cameras, recording, export.
     #[command(after_help = "Examples:\n  understudy demo\n  understudy demo --cameras 8 --seconds 10 --dir /tmp/understudy-demo")]
     Demo(DemoArgs),
@@ -190,4 +205,94 @@ pub struct ImportArgs {
     /// Per-request timeout, e.g. 5s.
     #[arg(long, default_value = "5s")]
     pub timeout: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user; the password is read from stdin (one line).
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// The channels the user sees, e.g. 1-4,7 (default: all).
+        #[arg(long, default_value = "all")]
+        channels: String,
+        /// Read the password from stdin (required: there is no default password).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's password (read from stdin); ends every session of the user.
+    Passwd {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user with their sessions and tokens.
+    Del {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+    },
+    /// List the users.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a bearer token for a user and print it (once: only its hash is kept).
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        user: String,
+        /// Lifetime, e.g. 30d or 12h (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Narrow the token to these of the user's channels, e.g. 1-4.
+        #[arg(long, default_value = "all")]
+        channels: String,
+        /// Narrow the token to a lesser role's rights (viewer, operator).
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// List the tokens (ids, users, limits; never the tokens themselves).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke a token by id (see `token list`).
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: i64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only entries at or after this time (RFC 3339 or now-1h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Check the hash chain of the whole trail; fails naming the first altered entry.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCmd {
+    /// Print the SHA-256 fingerprint of the API's certificate (generating it if needed).
+    Fingerprint(ConfigArg),
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
@@ -24,6 +24,8 @@ pub enum DaemonError {
     Station(#[from] StationError),
     #[error("{0}")]
     Api(#[from] std::io::Error),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::db::DbError),
 }
 
 impl Daemon {
@@ -41,9 +43,17 @@ impl Daemon {
         station.start_local_cameras()?;
         let failover = (!cfg.mains.is_empty()).then(|| Failover::start(station.clone(), events.clone(), shutdown.clone()));
         if let Some(addr) = cfg.server.listen {
-            let state = ApiState { station: station.clone(), failover: failover.clone(), viewers: Arc::default() };
+            let dir = cfg.server.state_dir.clone();
+            let auth = tokio::task::spawn_blocking(move || crate::auth::AuthDb::open(&dir)).await.map_err(std::io::Error::other)??;
+            if auth.user_count()? == 0 {
+                warn!(
+                    "no user exists yet: the API answers 503 until you add one with `understudy user add --config {} NAME --role admin --password-stdin`",
+                    cfg.file.display()
+                );
+            }
             // Versions before the virtual MP4 copied playback ranges here; nothing reads them now.
             let _ = std::fs::remove_dir_all(cfg.server.state_dir.join("exports"));
+            let state = ApiState::new(station.clone(), failover.clone(), Arc::new(auth));
             api::serve(addr, state, shutdown.clone()).await?;
         }
         info!(local = cfg.cameras.len(), mains = cfg.mains.len(), "understudy running");

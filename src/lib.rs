@@ -3,6 +3,7 @@
 //! wiring of recorder and storage) so integration tests and benches can drive it in-process.
 
 pub mod api;
+pub mod auth;
 pub mod camsim;
 pub mod chanstate;
 pub mod cli;

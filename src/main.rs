@@ -34,6 +34,10 @@ fn main() -> std::process::ExitCode {
             Command::Demo(a) => commands::demo::run(a).await,
             Command::Drill(a) => commands::drill::run(a).await,
             Command::Import(a) => commands::import::run(a).await,
+            Command::User(a) => commands::users::user(a).await,
+            Command::Token(a) => commands::users::token(a).await,
+            Command::Audit(a) => commands::audit::run(a).await,
+            Command::Tls(a) => commands::audit::tls(a).await,
         }
     });
     match result {

@@ -17,22 +17,20 @@ use std::time::{Duration, Instant};
 use common::*;
 use understudy::commands::time::format_90k;
 
-/// A headless Chromium showing `url` (see tests/cdp for the shared launch and clean-up).
-struct Browser(cdp::Chromium);
+/// A headless Chromium showing `url`, sending `token` as a bearer token with every request
+/// (see tests/cdp for the shared launch and clean-up).
+struct Browser(cdp::Browser);
 
 impl Browser {
-    fn open(url: &str, log: &Path) -> Browser {
-        let (mut cmd, profile) = cdp::chromium_command(
-            &[
-                // Lets the page read back pixels of the video, which comes from another
-                // origin (the API's port) that sends no CORS headers.
-                "--disable-web-security",
-                "--window-size=800,600",
-            ],
-            log,
-        );
-        cmd.arg(url);
-        Browser(cdp::Chromium::spawn(cmd, profile, log))
+    fn open(url: &str, token: &str, log: &Path) -> Browser {
+        // Lets the page read back pixels of the video, which comes from another origin (the
+        // API's port) that sends no CORS headers.
+        let mut b = cdp::Browser::open_with(&["--disable-web-security"], log);
+        b.call("Network.enable", serde_json::json!({})).unwrap();
+        b.call("Network.setExtraHTTPHeaders", serde_json::json!({ "headers": { "Authorization": format!("Bearer {token}") } }))
+            .unwrap();
+        b.call("Page.navigate", serde_json::json!({ "url": url })).unwrap();
+        Browser(b)
     }
 
     fn log_tail(&self) -> String {
@@ -238,7 +236,7 @@ async fn takeover_footage_plays_and_seeks_in_chromium() {
     );
     let expected = (to - start0) as f64 / 90_000.0;
     let src = format!(
-        "http://127.0.0.1:{}/api/channels/1/play.mp4?from={}&to={}",
+        "https://127.0.0.1:{}/api/channels/1/play.mp4?from={}&to={}",
         setup.api,
         format_90k(from),
         format_90k(to)
@@ -246,8 +244,12 @@ async fn takeover_footage_plays_and_seeks_in_chromium() {
 
     let reports = Arc::new(Mutex::new(Reports::default()));
     let port = serve_page(page(&src), reports.clone());
+    // A viewer of channel 1 only plays it, with a token of her own.
+    setup.add_user("alice", "viewer", "1", "alice-password");
+    let alice = setup.create_token(&["--user", "alice"]);
     let browser = Browser::open(
         &format!("http://127.0.0.1:{port}/"),
+        &alice,
         &setup.dir.path().join("chromium.log"),
     );
     let t0 = Instant::now();
@@ -270,6 +272,17 @@ async fn takeover_footage_plays_and_seeks_in_chromium() {
     eprintln!("segments: {recs:?}\npage result: {r}\nexpected duration {expected:.3} s\n{context}");
     sigterm(&mut child);
     sim.shutdown().await;
+
+    // The audit trail: the player's many Range requests are one playback entry, with who,
+    // which channel and which range.
+    let audit: Vec<serde_json::Value> = setup.cli(&["audit", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let plays: Vec<_> = audit.iter().filter(|e| e["action"] == "playback").collect();
+    assert_eq!(plays.len(), 1, "one playback entry expected: {audit:#?}");
+    let e = plays[0];
+    assert_eq!((e["user"].as_str(), e["channel"].as_u64(), e["result"].as_str()), (Some("alice"), Some(1), Some("ok")), "{e}");
+    assert!(e["token"].as_i64().is_some() && e["ip"] == "127.0.0.1" && e["bytes"].as_u64().is_some_and(|b| b > 100_000), "{e}");
+    assert_eq!((e["detail"]["from"].as_str(), e["detail"]["to"].as_str()), (Some(format_90k(from).as_str()), Some(format_90k(to).as_str())), "{e}");
+    setup.cli(&["audit", "--verify"]);
 
     assert!(
         r["failure"].is_null() && r["error_code"].is_null(),

@@ -20,7 +20,7 @@ fn demo_shows_takeover_and_leaves_playable_footage() {
     let out = understudy(&["demo", "--cameras", "2", "--seconds", "4", "--dir", dir.path().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
-    for want in ["loses power", "takeover declared", "returned to standby", "first_fragment", "understudy export --config"] {
+    for want in ["loses power", "takeover declared", "returned to standby", "first_fragment", "understudy export --config", "log in as \"demo\" with password", "https://127.0.0.1:"] {
         assert!(text.contains(want), "demo output lacks {want:?}:\n{text}");
     }
     // The takeover's totals are what its own footage listing shows (it once reported the

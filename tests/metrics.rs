@@ -18,11 +18,15 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(target: &str) -> Prometheus {
+    /// Scrapes `target` over HTTPS, trusting `ca`, with the bearer token `token`.
+    fn start(target: &str, ca: &std::path::Path, token: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("prometheus.yml");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, token).unwrap();
         std::fs::write(&cfg, format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: understudy\n    static_configs:\n      - targets: ['{target}']\n"
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: understudy\n    scheme: https\n    tls_config:\n      ca_file: {:?}\n    authorization:\n      credentials_file: {:?}\n    static_configs:\n      - targets: ['{target}']\n",
+            ca.display().to_string(), token_file.display().to_string(),
         )).unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new("prometheus")
@@ -71,7 +75,11 @@ async fn prometheus_scrapes_channels_and_takeovers() {
     }
     let setup = Setup::new(4, "", &text);
     let mut child = setup.spawn_run();
-    let prom = Prometheus::start(&format!("127.0.0.1:{}", setup.api));
+    // Prometheus scrapes as an operator (the `metrics` permission), trusting the generated certificate.
+    setup.add_user("prometheus", "operator", "all", "prometheus-password");
+    let token = setup.create_token(&["--user", "prometheus"]);
+    assert!(wait_until_async(Duration::from_secs(60), || setup.api("GET", "/api/status").is_some_and(|a| a.status == 200)).await, "{}", setup.log());
+    let prom = Prometheus::start(&format!("127.0.0.1:{}", setup.api), &setup.cert(), &token);
 
     // Prometheus has scraped the healthy main: no takeover yet.
     assert!(wait_until_async(Duration::from_secs(60), || prom.takeovers() == Some(0.0)).await,
@@ -96,8 +104,7 @@ async fn prometheus_scrapes_channels_and_takeovers() {
     assert_eq!(up.values().copied().collect::<Vec<_>>(), vec![1.0], "scrape target not up: {up:?}");
 
     // The exposition itself passes promtool's checks (format and naming lint).
-    let body = http_get(&format!("127.0.0.1:{}", setup.api), "/metrics").expect("GET /metrics");
-    let text = String::from_utf8(body).unwrap();
+    let text = setup.api("GET", "/metrics").filter(|a| a.status == 200).expect("GET /metrics").text();
     for want in ["understudy_main_probe_duration_seconds_bucket{main=\"nvr-a\",le=\"+Inf\"}", "understudy_volume_fsync_duration_seconds_count",
                  "understudy_main_state{main=\"nvr-a\",state=\"taken_over\"} 1", "understudy_channel_durable_frames_total{channel=\"1\",owner=\"nvr-a\"}"] {
         assert!(text.contains(want), "/metrics lacks {want}:\n{text}");

@@ -9,12 +9,13 @@ cd "$(dirname "$0")/.."
 # camera (interop) and gst-launch the bench's second peer.
 # prometheus (and promtool) scrape and lint /metrics; `mount` mounts the small tmpfs
 # filesystems the full-disk and failing-disk tests record to.
+# curl checks the API's generated certificate (tests/security.rs).
 # VLC (cvlc, run as nobody) is the third-party HLS player of tests/playback.rs.
 pkgs=(prometheus ffmpeg mount gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
       gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 chromium fonts-liberation libgl1-mesa-dri
       vlc-bin vlc-plugin-base
-      python3-venv iproute2 util-linux)
+      python3-venv iproute2 util-linux curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -125,7 +125,7 @@ async fn logs_have_no_colour_in_files_json_lines_carry_channel_main_camera_and_n
     let recorded = wait_until_async(Duration::from_secs(60), || {
         setup.api_get("/api/status").is_some_and(|s| s["channels"].as_array().is_some_and(|c| c.iter().all(|c| c["state"] == "recording")))
     }).await;
-    let metrics = http_get(&format!("127.0.0.1:{}", setup.api), "/metrics").map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let metrics = setup.api("GET", "/metrics").filter(|a| a.status == 200).map(|a| a.text()).unwrap_or_default();
     sigterm(&mut child);
     assert!(recorded, "takeover channel never recorded");
     let text = std::fs::read_to_string(&json_log).unwrap();

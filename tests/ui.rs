@@ -10,7 +10,6 @@
 mod cdp;
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,20 +17,6 @@ use cdp::{chromium_path, Browser};
 use common::*;
 use serde_json::json;
 
-/// GET returning the status line and headers (lowercased) and the body.
-fn get_with_head(port: u16, path: &str) -> (String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-    (head.to_ascii_lowercase(), body.to_owned())
-}
 
 const BULK_EVENTS: usize = 2500;
 
@@ -120,7 +105,9 @@ async fn operator_page_shows_status_and_plays_a_recording() {
     let catalog = setup.dir.path().join("state").join("catalog.db");
     add_events(&catalog, "ui_test_bulk", BULK_EVENTS, "{\"n\":1}");
 
-    let (head, body) = get_with_head(setup.api, "/");
+    // The page itself needs no login (it holds no data and shows the login screen).
+    let page = setup.request("GET", "/", &[], b"").expect("GET /");
+    let (head, body) = (page.head.clone(), page.text());
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(
         head.contains("content-type: text/html; charset=utf-8"),
@@ -133,7 +120,7 @@ async fn operator_page_shows_status_and_plays_a_recording() {
         "GET / serves the page as embedded"
     );
 
-    let url = format!("http://127.0.0.1:{}/", setup.api);
+    let url = format!("https://127.0.0.1:{}/", setup.api);
     let log = setup.dir.path().join("chromium.log");
     let shot = std::env::var_os("UI_SCREENSHOT").map(PathBuf::from);
     let (report, page_errors) =
@@ -155,6 +142,23 @@ fn drive(url: &str, log: &Path, catalog: &Path, shot: Option<&Path>) -> (String,
     const LIMIT: Duration = Duration::from_secs(90);
     let mut b = Browser::open(log);
     b.call("Page.navigate", json!({ "url": url })).unwrap();
+
+    // The login screen first; a wrong password is refused on it, the right one opens the page.
+    b.wait_for("the login screen", LIMIT, "document.getElementById('login').hidden ? null : true");
+    let login = |b: &mut Browser, pw: &str| {
+        b.eval(&format!(
+            "document.getElementById('login-user').value = 'test'; document.getElementById('login-password').value = {pw:?}; true"
+        ))
+        .unwrap();
+        b.click("#login-btn");
+    };
+    login(&mut b, "wrong-password");
+    b.wait_for(
+        "a refused login",
+        LIMIT,
+        "(() => { const e = document.getElementById('login-error'); return !e.hidden && e.textContent.includes('wrong') ? e.textContent : null; })()",
+    );
+    login(&mut b, ADMIN_PASSWORD);
 
     // Live status: channel 1 recording, from the 2 s refresh.
     let state = b.wait_for(

@@ -1,11 +1,15 @@
-//! The HTTP API on `server.listen`: status, events, recordings, playback and Prometheus metrics (axum).
+//! The HTTP API on `server.listen`: status, events, recordings, playback and Prometheus
+//! metrics (axum), over TLS by default, every route behind the guard of [`auth`].
 //!
 //! Read-only: it never changes what is recorded. Nothing it returns contains a password.
 
+pub mod auth;
 pub mod hls;
 pub mod metrics;
 pub mod play;
 mod timeline;
+pub mod tls;
+mod trail;
 mod ui;
 
 use std::sync::Arc;
@@ -13,13 +17,14 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::{AuthDb, Principal};
 use crate::commands::time::{format_90k, parse_time_90k};
 use crate::failover::Failover;
 use crate::station::Station;
@@ -29,12 +34,56 @@ pub struct ApiState {
     pub station: Arc<Station>,
     pub failover: Option<Arc<Failover>>,
     pub viewers: Arc<play::Viewers>,
+    /// Users, sessions, tokens and the audit trail.
+    pub auth: Arc<AuthDb>,
+    pub backoff: Arc<crate::auth::backoff::Backoff>,
+    /// Bounds concurrent password hashes (each takes 19 MiB and a core for tens of ms).
+    pub hashing: Arc<tokio::sync::Semaphore>,
+    seen: Arc<trail::Seen>,
 }
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
+impl ApiState {
+    pub fn new(station: Arc<Station>, failover: Option<Arc<Failover>>, auth: Arc<AuthDb>) -> ApiState {
+        ApiState {
+            station,
+            failover,
+            viewers: Arc::default(),
+            auth,
+            backoff: Default::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(2)),
+            seen: Default::default(),
+        }
+    }
+}
+
+/// The API's routes, with the list of their paths kept as they are added: the acceptance
+/// test walks this list to prove every route refuses a request without credentials.
+pub struct Routes {
+    router: Router<ApiState>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes { router: Router::new(), paths: Vec::new() }
+    }
+
+    /// Adds a route (the only way to add one, so `paths` is complete).
+    pub fn route(mut self, path: &'static str, method_router: MethodRouter<ApiState>) -> Routes {
+        self.paths.push(path);
+        self.router = self.router.route(path, method_router);
+        self
+    }
+}
+
+fn routes() -> Routes {
+    Routes::new()
         .route("/", get(ui::index))
         .route("/vendor/hls.light.min.js", get(ui::hls_js))
+        .route("/api/login", post(auth::login))
+        .route("/api/logout", post(auth::logout))
+        .route("/api/session", get(auth::session))
+        .route("/api/audit", get(auth::audit_list))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/api/channels/{n}/recordings", get(recordings))
@@ -42,19 +91,56 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .route("/api/channels/{n}/vod.m3u8", get(hls::vod))
         .route("/api/channels/{n}/timeline", get(timeline::timeline))
+}
+
+/// Every route's path, as registered (`{n}` placeholders included).
+pub fn route_paths() -> Vec<&'static str> {
+    routes().paths
+}
+
+/// The whole API: every route, and anything unrouted, behind [`auth::guard`].
+pub fn router(state: ApiState) -> Router {
+    routes()
+        .router
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .with_state(state)
 }
 
-/// Serves the API until `shutdown`. Binding errors are returned (the port is named in them).
+/// Serves the API until `shutdown`: HTTPS unless `server.tls = false` (loopback only).
+/// Binding and certificate errors are returned (naming the port or the file).
 pub async fn serve(addr: std::net::SocketAddr, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
         .map_err(|e| std::io::Error::new(e.kind(), format!("binding the HTTP API to {addr} (server.listen): {e}")))?;
-    info!(%addr, "HTTP API listening");
+    let server = &state.station.cfg.server;
+    let app = router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if !server.tls {
+        info!(%addr, "HTTP API listening on plain HTTP (server.tls = false, loopback only)");
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tokio::spawn(async move {
+            let r = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+            if let Err(e) = r {
+                warn!(error = %e, "HTTP API stopped");
+            }
+        });
+        return Ok(());
+    }
+    let files = tls::cert_files(server).map_err(std::io::Error::other)?;
+    let config = tls::load(&files).await.map_err(std::io::Error::other)?;
+    let fingerprint = tls::fingerprint(&files.cert).map_err(std::io::Error::other)?;
+    info!(%addr, cert = %files.cert.display(), %fingerprint, generated = files.generated, "HTTPS API listening");
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    let stop = shutdown.clone();
     tokio::spawn(async move {
-        let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let r = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-        if let Err(e) = r {
+        stop.cancelled().await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    tls::watch(files, config.clone(), shutdown);
+    let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(app).await {
             warn!(error = %e, "HTTP API stopped");
         }
     });
@@ -103,13 +189,18 @@ struct ChannelView {
     audio: Option<String>,
 }
 
-async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
+/// Whether the principal sees a main: some channel of it is in their set.
+fn sees_main(st: &ApiState, p: &Principal, main: &str) -> bool {
+    st.station.cfg.mains.iter().filter(|m| m.name == main).flat_map(|m| &m.cameras).any(|c| p.sees(c.channel))
+}
+
+async fn status(State(st): State<ApiState>, Extension(p): Extension<Principal>) -> Json<serde_json::Value> {
     let cfg = &st.station.cfg;
     let mut recording: std::collections::HashMap<u32, _> =
         st.station.health().into_iter().map(|(s, d, h)| (s.channel, (s, d, h))).collect();
     let local: std::collections::HashSet<u32> = cfg.cameras.iter().map(|c| c.channel).collect();
     let mut channels = Vec::new();
-    for (ch, _) in cfg.channel_map() {
+    for (ch, _) in cfg.channel_map().into_iter().filter(|(ch, _)| p.sees(*ch)) {
         let owner = if local.contains(&ch) {
             Some("local".to_owned())
         } else {
@@ -145,7 +236,8 @@ async fn status(State(st): State<ApiState>) -> Json<serde_json::Value> {
         };
         channels.push(view);
     }
-    let mains = st.failover.as_ref().map(|f| f.status()).unwrap_or_default();
+    let mut mains = st.failover.as_ref().map(|f| f.status()).unwrap_or_default();
+    mains.retain(|m| sees_main(&st, &p, &m.name));
     Json(json!({
         "server": {
             "name": cfg.server.name,
@@ -165,11 +257,19 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+/// Events oldest first after `since`, only those of channels and mains the principal sees;
+/// `next` is the id to ask after next (past events filtered out), `more` whether the page was full.
+async fn events(State(st): State<ApiState>, Extension(p): Extension<Principal>, Query(q): Query<EventsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = st.station.store.clone();
     let (since, limit) = (q.since.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000));
-    let evs = tokio::task::spawn_blocking(move || store.events_since(since, limit)).await.map_err(internal)?.map_err(internal)?;
-    Ok(Json(json!({ "events": evs })))
+    let mut evs = tokio::task::spawn_blocking(move || store.events_since(since, limit)).await.map_err(internal)?.map_err(internal)?;
+    let (next, more) = (evs.last().map_or(since, |e| e.id), evs.len() == limit);
+    evs.retain(|e| match (e.channel, &e.main) {
+        (Some(ch), _) => p.sees(ch),
+        (None, Some(m)) => sees_main(&st, &p, m),
+        (None, None) => true,
+    });
+    Ok(Json(json!({ "events": evs, "next": next, "more": more })))
 }
 
 #[derive(Deserialize)]

@@ -64,12 +64,17 @@ pub async fn run(args: DemoArgs) -> CmdResult {
     std::fs::write(&config_path, &toml).map_err(|e| format!("writing {}: {e}", config_path.display()))?;
     let cfg = Config::load(&config_path)?;
     say(format!("config: {}", config_path.display()));
+    let demo_password = throwaway_admin(&cfg.server.state_dir).await?;
 
     let shutdown = CancellationToken::new();
     crate::signals::cancel_on_signal(shutdown.clone())?;
     let daemon = Daemon::start(cfg, shutdown.clone()).await?;
     let fo = daemon.failover.clone().ok_or("demo config has no main")?;
-    say(format!("failover running; API at http://127.0.0.1:{api_port}/api/status"));
+    say(format!(
+        "failover running; operator page at https://127.0.0.1:{api_port}/ (self-signed certificate {}): log in as \"demo\" with password {}",
+        crate::api::tls::fingerprint(&crate::api::tls::generated_paths(&dir.join("state")).0).unwrap_or_default(),
+        demo_password.expose()
+    ));
 
     let state = || fo.status().first().map(|m| m.state);
     let wait_for = |want: StateName, limit: Duration| {
@@ -148,4 +153,22 @@ pub async fn run(args: DemoArgs) -> CmdResult {
         config_path.display(), format_90k(from), format_90k(to)
     ));
     Ok(())
+}
+
+/// A throw-away administrator `demo` with a random password, so the demo's API can be tried
+/// with no set-up (a real install adds its users with `understudy user add`).
+async fn throwaway_admin(state_dir: &std::path::Path) -> Result<crate::auth::secret::Password, Box<dyn std::error::Error + Send + Sync>> {
+    use crate::auth::{password, secret, AuthDb, Channels, Role};
+    let dir = state_dir.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+        let pw = secret::Password::new(secret::random_secret("")[..16].to_owned());
+        let db = AuthDb::open(&dir)?;
+        if db.user("demo")?.is_some() {
+            db.set_password("demo", &password::hash(&pw)?)?;
+        } else {
+            db.add_user("demo", Role::Admin, &Channels::All, &password::hash(&pw)?)?;
+        }
+        Ok(pw)
+    })
+    .await?
 }

@@ -1,5 +1,6 @@
 //! The `understudy` subcommands, one module each.
 
+pub mod audit;
 pub mod demo;
 pub mod drill;
 pub mod evidence;
@@ -9,6 +10,7 @@ pub mod recordings;
 pub mod reindex;
 pub mod run;
 pub mod time;
+pub mod users;
 
 /// What a command failing tells the user (printed once by `main`).
 pub type CmdResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

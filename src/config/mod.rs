@@ -94,6 +94,13 @@ struct RawServer {
     #[serde(default)]
     log_format: Option<Spanned<String>>,
     protect_takeover: Option<HumanDuration>,
+    tls: Option<Spanned<bool>>,
+    #[serde(default)]
+    tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    trusted_proxies: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +199,13 @@ pub struct Server {
     pub log_format: crate::logging::LogFormat,
     /// Takeover footage younger than this is deleted only when nothing else is left (0 = off).
     pub protect_takeover: Duration,
+    /// HTTPS on `listen` (the default); false only on a loopback address.
+    pub tls: bool,
+    /// PEM certificate chain and key; None: a self-signed pair generated in `state_dir/tls/`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -359,7 +373,30 @@ impl Validator<'_> {
         if stall_timeout < Duration::from_secs(1) {
             return self.err(None, "server.stall_timeout", "must be at least 1s");
         }
+        let tls = s.tls.as_ref().is_none_or(|t| *t.get_ref());
+        if let (false, Some(addr), Some(t)) = (tls, listen, &s.tls) {
+            let addr: std::net::SocketAddr = addr;
+            if !addr.ip().is_loopback() {
+                return self.err(Some(t.span()), "server.tls", format!("false is allowed only on a loopback address, and server.listen is {addr}: plain HTTP would expose logins and footage to the network"));
+            }
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return self.err(None, if s.tls_cert.is_some() { "server.tls_key" } else { "server.tls_cert" }, "tls_cert and tls_key go together: set both, or neither for a generated self-signed certificate");
+        }
+        let mut trusted_proxies = Vec::new();
+        if let Some(tp) = &s.trusted_proxies {
+            for (i, p) in tp.get_ref().iter().enumerate() {
+                match p.parse() {
+                    Ok(ip) => trusted_proxies.push(ip),
+                    Err(_) => return self.err(Some(tp.span()), format!("server.trusted_proxies[{i}]"), format!("{p:?} is not an IP address")),
+                }
+            }
+        }
         let server = Server {
+            tls,
+            tls_cert: s.tls_cert.clone(),
+            tls_key: s.tls_key.clone(),
+            trusted_proxies,
             name: s.name.clone(),
             channels,
             state_dir: s.state_dir.clone(),

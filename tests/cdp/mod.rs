@@ -47,6 +47,8 @@ pub fn chromium_command(extra: &[&str], log: &Path) -> (Command, tempfile::TempD
         "--disable-component-update",
         "--disable-sync",
         "--autoplay-policy=no-user-gesture-required",
+        // The API's certificate is the self-signed one `run` generates for the test.
+        "--ignore-certificate-errors",
     ])
     .args(extra)
     .arg(format!("--user-data-dir={}", profile.path().display()))
@@ -108,12 +110,18 @@ pub struct Browser {
 
 impl Browser {
     pub fn open(log: &Path) -> Browser {
+        Browser::open_with(&[], log)
+    }
+
+    /// [`Browser::open`] with more command-line switches.
+    pub fn open_with(extra: &[&str], log: &Path) -> Browser {
         // fd 3: what the browser reads; fd 4: what it writes.
         let (cmd_r, cmd_w) = std::io::pipe().unwrap();
         let (ev_r, ev_w) = std::io::pipe().unwrap();
         let (fd3, fd4) = (cmd_r.as_raw_fd(), ev_w.as_raw_fd());
-        let (mut cmd, profile) =
-            chromium_command(&["--window-size=1280,1000", "--remote-debugging-pipe"], log);
+        let mut args = vec!["--window-size=1280,1000", "--remote-debugging-pipe"];
+        args.extend_from_slice(extra);
+        let (mut cmd, profile) = chromium_command(&args, log);
         cmd.arg("about:blank");
         // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec. Both ends
         // are first copied above 10, so placing one on 3 cannot clobber the other; the copies

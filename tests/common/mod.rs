@@ -11,6 +11,9 @@ use std::io::{BufRead, BufReader};
 
 use understudy::camsim::{CamSim, CamSimConfig, CameraSpec, Pacing};
 
+pub mod api;
+pub use api::Answer;
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
@@ -36,12 +39,18 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A temp dir with a config file; `extra` is appended (cameras, mains).
+/// A temp dir with a config file; `extra` is appended (cameras, mains). The API is HTTPS with
+/// the certificate `run` generates; an admin `test` (password [`ADMIN_PASSWORD`]) exists with
+/// a bearer token in `token`, which `api_get`/`api` send.
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub api: u16,
+    pub token: String,
 }
+
+/// The password of the `test` admin every [`Setup`] creates.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
 
 impl Setup {
     pub fn new(channels: u32, server_extra: &str, extra: &str) -> Setup {
@@ -54,7 +63,63 @@ impl Setup {
             dir.path().join("disk1").display().to_string(),
         );
         std::fs::write(&config, text).unwrap();
-        Setup { dir, config, api }
+        let mut setup = Setup { dir, config, api, token: String::new() };
+        setup.add_user("test", "admin", "all", ADMIN_PASSWORD);
+        setup.token = setup.create_token(&["--user", "test"]);
+        setup
+    }
+
+    /// `ARGS` with `--config F` after the (sub)command: `user add --config F NAME …`.
+    pub fn with_config<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let n = if matches!(args[0], "user" | "token" | "tls") { 2 } else { 1 };
+        let mut full = args[..n].to_vec();
+        full.extend_from_slice(&["--config", self.config.to_str().unwrap()]);
+        full.extend_from_slice(&args[n..]);
+        full
+    }
+
+    /// `understudy user add NAME --role ROLE --channels CH --password-stdin`.
+    pub fn add_user(&self, name: &str, role: &str, channels: &str, password: &str) {
+        self.cli_stdin(&["user", "add", name, "--role", role, "--channels", channels, "--password-stdin"], &format!("{password}\n"));
+    }
+
+    /// `understudy token create ARGS…`: the printed token.
+    pub fn create_token(&self, args: &[&str]) -> String {
+        let mut full = vec!["token", "create"];
+        full.extend_from_slice(args);
+        self.cli(&full).trim().to_owned()
+    }
+
+    /// Runs `understudy ARGS[0] --config F ARGS[1..]` with `stdin`; panics unless it succeeds.
+    pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let full = self.with_config(args);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
+            .args(&full)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "understudy {:?} failed: {}", full, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The certificate `run` generated (None before it has).
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("state").join("tls").join("cert.pem")
+    }
+
+    /// One request to the API over HTTPS; `headers` are whole lines (`Cookie: …`). None while
+    /// it does not answer.
+    pub fn request(&self, method: &str, path: &str, headers: &[String], body: &[u8]) -> Option<Answer> {
+        api::request(self.api, Some(api::tls_client(&self.cert())?), method, path, headers, body)
+    }
+
+    /// A request with the admin's bearer token.
+    pub fn api(&self, method: &str, path: &str) -> Option<Answer> {
+        self.request(method, path, &[format!("Authorization: Bearer {}", self.token)], b"")
     }
 
     pub fn volume(&self) -> PathBuf {
@@ -98,17 +163,17 @@ impl Setup {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let mut full = vec![args[0], "--config", self.config.to_str().unwrap()];
-        full.extend_from_slice(&args[1..]);
+        let full = self.with_config(args);
         let out = Command::new(env!("CARGO_BIN_EXE_understudy")).args(&full).output().unwrap();
         assert!(out.status.success(), "understudy {:?} failed: {}", full, String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// GET on the API; None while it doesn't answer.
+    /// GET on the API as the admin; the JSON of a 2xx answer, None otherwise (or while it
+    /// doesn't answer).
     pub fn api_get(&self, path: &str) -> Option<serde_json::Value> {
-        let body = http_get(&format!("127.0.0.1:{}", self.api), path)?;
-        serde_json::from_slice(&body).ok()
+        let a = self.api("GET", path).filter(|a| (200..300).contains(&a.status))?;
+        serde_json::from_slice(&a.body).ok()
     }
 
     /// Every .mp4 under the volume for a channel, sorted by name (= start time).
@@ -158,7 +223,8 @@ impl Drop for RunGuard {
     }
 }
 
-/// Minimal HTTP/1.1 GET returning the body of a 2xx answer.
+/// Minimal plain HTTP/1.1 GET returning the body of a 2xx answer (for test servers; the
+/// understudy API is HTTPS with a login: use [`Setup::api_get`]).
 pub fn http_get(addr: &str, path: &str) -> Option<Vec<u8>> {
     let (code, _, body) = http_request(addr, path, &[])?;
     (200..300).contains(&code).then_some(body)
@@ -191,7 +257,7 @@ pub fn header_value(head: &str, name: &str) -> Option<String> {
     })
 }
 
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);

@@ -69,19 +69,6 @@ pub(crate) struct SegmentRow {
     pub audio_entry: Option<Vec<u8>>,
 }
 
-impl SegmentRow {
-    /// The audio track's parameters, if the segment has a (readable) one.
-    pub(crate) fn audio_params(&self) -> Option<crate::track::AudioParams> {
-        let entry = self.audio_entry.as_ref()?;
-        let (codec, sample_rate) = crate::fmp4::audio::describe(entry).ok()?;
-        Some(crate::track::AudioParams {
-            codec,
-            sample_rate,
-            sample_entry: bytes::Bytes::from(entry.clone()),
-        })
-    }
-}
-
 const COLUMNS: &str =
     "id, channel, volume_id, path, start_90k, end_90k, bytes, frames, codec, width, height, sample_entry, open, audio_codec, audio_entry";
 

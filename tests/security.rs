@@ -1,0 +1,305 @@
+//! Access control of the HTTP API, against `understudy run` on loopback: every route refuses
+//! anonymous requests, channel sets filter answers, sessions, CSRF, tokens, login back-off,
+//! TLS, the audit trail's hash chain, and no secret in any log line or answer.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Starts `run` and waits until the API answers the admin.
+fn start(setup: &Setup) -> RunGuard {
+    let child = setup.spawn_run();
+    let up = wait_until(Duration::from_secs(60), || setup.api("GET", "/api/status").is_some_and(|a| a.status == 200));
+    assert!(up, "the API never answered\n{}", setup.log());
+    child
+}
+
+fn bearer(t: &str) -> String {
+    format!("Authorization: Bearer {t}")
+}
+
+fn login(setup: &Setup, from: Option<IpAddr>, user: &str, pw: &str) -> Answer {
+    let body = serde_json::json!({ "username": user, "password": pw }).to_string();
+    let tls = api::tls_client(&setup.cert());
+    api::request_from(from, setup.api, tls, "POST", "/api/login", &["Content-Type: application/json".into()], body.as_bytes()).expect("login answers")
+}
+
+/// The session cookie (`name=value`) a login set.
+fn cookie_of(a: &Answer) -> String {
+    let c = a.header("set-cookie").unwrap_or_else(|| panic!("no cookie: {a:?}"));
+    c.split(';').next().unwrap().trim().to_owned()
+}
+
+/// Acceptance: every route of the router (the list it is built from, so a route added later is
+/// walked too), with every method, answers 401 without credentials, except the login and the
+/// static page. With no user at all, the API says how to add one.
+#[test]
+fn every_route_refuses_anonymous_requests() {
+    let setup = Setup::new(4, "", "");
+    let mut child = start(&setup);
+    let paths = understudy::api::route_paths();
+    assert!(paths.len() >= 8 && paths.contains(&"/api/channels/{n}/play.mp4"), "{paths:?}");
+    let mut walked = 0;
+    for path in paths.iter().chain(&["/api/no-such-endpoint", "/metrics"]) {
+        let concrete: String = path.split('/').map(|seg| if seg.starts_with('{') { "1" } else { seg }).collect::<Vec<_>>().join("/");
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if understudy::api::auth::PUBLIC.contains(&(method, *path)) {
+                continue;
+            }
+            for creds in [vec![], vec!["Authorization: Bearer us_not-a-token".to_owned()], vec!["Authorization: Basic dGVzdDp4".to_owned()], vec!["Cookie: __Host-understudy=forged".to_owned()]] {
+                let a = setup.request(method, &concrete, &creds, b"").unwrap_or_else(|| panic!("{method} {concrete}: no answer"));
+                assert_eq!(a.status, 401, "{method} {concrete} with {creds:?} answered {}: {}", a.status, a.text());
+                assert!(a.header("www-authenticate").is_some(), "{method} {concrete}: {}", a.head);
+                walked += 1;
+            }
+        }
+    }
+    eprintln!("{walked} anonymous requests refused with 401");
+    // The public page holds no data; the login without a body is refused.
+    let page = setup.request("GET", "/", &[], b"").unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(page.text(), include_str!("../src/api/ui/index.html"), "the page is static: it embeds no data");
+    let empty = setup.request("POST", "/api/login", &["Content-Type: application/json".into()], b"{}").unwrap();
+    assert!(empty.status == 422 || empty.status == 400, "{empty:?}");
+
+    // No user left: 503 with the sentence saying how to add the first one.
+    setup.cli(&["user", "del", "test"]);
+    let a = setup.request("GET", "/api/status", &[bearer(&setup.token)], b"").unwrap();
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert!(a.text().contains("understudy user add --config") && a.text().contains("--role admin"), "{}", a.text());
+    sigterm(&mut child);
+}
+
+/// Acceptance: a viewer of channels 1-2 plays channel 1, is refused channel 3, and channel 3
+/// is absent from status and events; a token narrower than its user narrows further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_sees_only_their_channels() {
+    let sim = camsim(&[H264, H264]).await;
+    let setup = Setup::new(4, "segment_duration = \"2s\"", &format!("[[camera]]\nchannel = 1\nurl = \"{}\"\n\n[[camera]]\nchannel = 3\nurl = \"{}\"\n", sim.url(1), sim.url(2)));
+    let mut child = start(&setup);
+    setup.add_user("vera", "viewer", "1-2", "vera-password");
+    let vera = setup.create_token(&["--user", "vera"]);
+    let narrow = setup.create_token(&["--user", "vera", "--channels", "2"]);
+    let ok = wait_until_async(Duration::from_secs(60), || setup.try_recordings(1).is_some_and(|r| r.len() >= 2) && setup.try_recordings(3).is_some_and(|r| !r.is_empty())).await;
+    assert!(ok, "no footage\n{}", setup.log());
+    let catalog = setup.dir.path().join("state").join("catalog.db");
+    let db = rusqlite::Connection::open(&catalog).unwrap();
+    db.busy_timeout(Duration::from_secs(30)).unwrap();
+    for ch in [1, 3] {
+        db.execute("INSERT INTO event (time_ms, kind, main, channel, detail) VALUES (0, 'test_event', NULL, ?1, '{}')", [ch]).unwrap();
+    }
+
+    let get = |token: &str, path: &str| setup.request("GET", path, &[bearer(token)], b"").unwrap();
+    let play = |ch: u32| format!("/api/channels/{ch}/play.mp4?from=now-10m");
+    let a = get(&vera, &play(1));
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.body.len() > 10_000);
+    for path in [play(3), "/api/channels/3/recordings".into(), "/api/audit".into()] {
+        let a = get(&vera, &path);
+        assert_eq!(a.status, 403, "{path}: {}", a.text());
+    }
+    let status = get(&vera, "/api/status").json();
+    let chans: Vec<u64> = status["channels"].as_array().unwrap().iter().map(|c| c["channel"].as_u64().unwrap()).collect();
+    assert_eq!(chans, [1], "{status}");
+    let admin_chans = setup.api_get("/api/status").unwrap()["channels"].as_array().unwrap().len();
+    assert_eq!(admin_chans, 2);
+    let events = get(&vera, "/api/events?since=0").json();
+    let evs = events["events"].as_array().unwrap();
+    assert!(evs.iter().any(|e| e["kind"] == "test_event" && e["channel"] == 1), "{events}");
+    assert!(!evs.iter().any(|e| e["channel"] == 3), "{events}");
+    // The narrowed token sees channel 2 only: not even channel 1.
+    assert_eq!(get(&narrow, &play(1)).status, 403);
+    // Demoting is immediate: delete the user and her tokens stop working.
+    setup.cli(&["user", "del", "vera"]);
+    assert_eq!(get(&vera, "/api/status").status, 401);
+    sigterm(&mut child);
+    sim.shutdown().await;
+}
+
+/// Acceptance: cookie flags, CSRF refusal, logout revokes, password change revokes sessions,
+/// expired and revoked tokens refused, cross-origin WebSocket upgrades refused; and no
+/// password, token or session id in any log line or answer.
+#[test]
+fn sessions_tokens_and_csrf() {
+    let setup = Setup::new(2, "", "");
+    let mut child = start(&setup);
+    let mut secrets = vec![ADMIN_PASSWORD.to_owned(), setup.token.clone()];
+    let mut answers = Vec::new();
+
+    let a = login(&setup, None, "test", ADMIN_PASSWORD);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let set = a.header("set-cookie").unwrap();
+    for flag in ["__Host-understudy=", "Path=/", "HttpOnly", "Secure", "SameSite=Lax"] {
+        assert!(set.contains(flag), "{flag} missing in {set}");
+    }
+    let cookie = cookie_of(&a);
+    secrets.push(cookie.split_once('=').unwrap().1.to_owned());
+    let csrf = a.json()["csrf"].as_str().unwrap().to_owned();
+    let with_cookie = |path: &str, method: &str, extra: &[String]| {
+        let mut h = vec![format!("Cookie: {cookie}")];
+        h.extend_from_slice(extra);
+        setup.request(method, path, &h, b"").unwrap()
+    };
+    let s = with_cookie("/api/session", "GET", &[]);
+    assert_eq!((s.status, s.json()["user"].as_str()), (200, Some("test")), "{}", s.text());
+    answers.push(s.text());
+    for h in [vec![], vec!["X-CSRF-Token: wrong".to_owned()]] {
+        let r = with_cookie("/api/logout", "POST", &h);
+        assert_eq!(r.status, 403, "logout without the right CSRF token: {}", r.text());
+    }
+    // A WebSocket upgrade from another origin is refused, from our own it is not.
+    let ws = |origin: &str| with_cookie("/api/status", "GET", &["Upgrade: websocket".into(), "Connection: Upgrade".into(), format!("Origin: {origin}")]);
+    assert_eq!(ws("https://evil.example").status, 403);
+    assert_ne!(ws(&format!("https://127.0.0.1:{}", setup.api)).status, 403);
+    let r = with_cookie("/api/logout", "POST", &[format!("X-CSRF-Token: {csrf}")]);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(with_cookie("/api/session", "GET", &[]).status, 401, "logout revokes the session");
+
+    // A password change ends the sessions of the user.
+    let a = login(&setup, None, "test", ADMIN_PASSWORD);
+    let cookie2 = cookie_of(&a);
+    secrets.push(cookie2.split_once('=').unwrap().1.to_owned());
+    answers.push(a.text());
+    assert_eq!(setup.request("GET", "/api/session", &[format!("Cookie: {cookie2}")], b"").unwrap().status, 200);
+    setup.cli_stdin(&["user", "passwd", "test", "--password-stdin"], "another-password\n");
+    secrets.push("another-password".into());
+    assert_eq!(setup.request("GET", "/api/session", &[format!("Cookie: {cookie2}")], b"").unwrap().status, 401);
+    assert_eq!(login(&setup, None, "test", ADMIN_PASSWORD).status, 401, "the old password no longer works");
+
+    // Tokens: expired and revoked ones are refused, saying why.
+    let short = setup.create_token(&["--user", "test", "--expires", "1s"]);
+    let revoked = setup.create_token(&["--user", "test"]);
+    secrets.extend([short.clone(), revoked.clone()]);
+    let list = setup.cli(&["token", "list"]);
+    for t in [&short, &revoked, &setup.token] {
+        assert!(!list.contains(t.as_str()), "token list shows a token: {list}");
+    }
+    let id = list.lines().last().unwrap().split_whitespace().next().unwrap().to_owned();
+    setup.cli(&["token", "revoke", &id]);
+    std::thread::sleep(Duration::from_millis(2100));
+    for (t, why) in [(&short, "expired"), (&revoked, "revoked")] {
+        let a = setup.request("GET", "/api/status", &[bearer(t)], b"").unwrap();
+        assert_eq!(a.status, 401, "{why}: {}", a.text());
+        assert!(a.text().contains(why), "{}", a.text());
+    }
+    let audit = setup.api_get("/api/audit").unwrap();
+    answers.push(audit.to_string());
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    for a in ["user_add", "token_create", "login", "logout", "user_passwd", "token_revoke"] {
+        assert!(actions.contains(&a), "no {a} in the audit trail: {actions:?}");
+    }
+    sigterm(&mut child);
+
+    let log = setup.log();
+    for s in &secrets {
+        assert!(!log.contains(s.as_str()), "a secret is in the log");
+        for a in &answers {
+            assert!(!a.contains(s.as_str()), "a secret is in an API answer: {a}");
+        }
+    }
+}
+
+/// Acceptance: wrong passwords in a row answer 429 with Retry-After; the right password from
+/// another address still works; a forged X-Forwarded-For from an untrusted peer changes
+/// nothing; unknown users cost as much time as wrong passwords.
+#[test]
+fn login_abuse_backs_off_per_address_and_user() {
+    let setup = Setup::new(2, "", "");
+    let mut child = start(&setup);
+    let mut limited = None;
+    for i in 0..20 {
+        let a = login(&setup, None, "test", "wrong-password");
+        if a.status == 429 {
+            limited = Some((i, a));
+            break;
+        }
+        assert_eq!(a.status, 401, "{}", a.text());
+    }
+    let (n, a) = limited.expect("20 wrong passwords never answered 429");
+    let retry: u64 = a.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!(retry >= 1, "{a:?}");
+    eprintln!("429 after {n} failures, Retry-After {retry}");
+    // Even the right password waits from this address; a forged X-Forwarded-For is ignored.
+    assert_eq!(login(&setup, None, "test", ADMIN_PASSWORD).status, 429);
+    let forged = api::request(setup.api, api::tls_client(&setup.cert()), "POST", "/api/login", &["Content-Type: application/json".into(), "X-Forwarded-For: 10.9.9.9".into()], format!("{{\"username\":\"test\",\"password\":\"{ADMIN_PASSWORD}\"}}").as_bytes()).unwrap();
+    assert_eq!(forged.status, 429);
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    let a = login(&setup, Some(other), "test", ADMIN_PASSWORD);
+    assert_eq!(a.status, 200, "from another address: {}", a.text());
+
+    // Unknown users: as slow as a wrong password (Argon2 runs either way).
+    let time = |user: &str| {
+        let t0 = Instant::now();
+        let a = login(&setup, Some("127.0.0.3".parse().unwrap()), user, "wrong-password");
+        assert_eq!(a.status, 401);
+        t0.elapsed()
+    };
+    let mut wrong: Vec<Duration> = (0..3).map(|i| time(if i < 3 { "test" } else { "" })).collect();
+    let mut unknown: Vec<Duration> = (0..3).map(|i| time(&format!("nobody{i}"))).collect();
+    wrong.sort();
+    unknown.sort();
+    eprintln!("login with a wrong password {wrong:?}, with an unknown user {unknown:?}");
+    assert!(unknown[1] * 3 > wrong[1], "an unknown user answers much faster: {unknown:?} vs {wrong:?}");
+    sigterm(&mut child);
+    assert!(setup.log().contains("429") || setup.cli(&["audit"]).contains("backoff"));
+}
+
+/// Acceptance: curl trusts the generated certificate; plain HTTP to the TLS port fails; the
+/// key is 0600 and `tls fingerprint` prints what `run` logged; `tls = false` off loopback is
+/// a config error naming the field.
+#[test]
+fn tls_by_default_with_a_generated_certificate() {
+    let setup = Setup::new(2, "", "");
+    let mut child = start(&setup);
+    let cert = setup.cert();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(&cert)
+        .args(["-H", &bearer(&setup.token), &format!("https://127.0.0.1:{}/api/status", setup.api)])
+        .output()
+        .expect("curl (apt-get install curl)");
+    assert!(out.status.success(), "curl --cacert: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"server\""));
+    let insecure = std::process::Command::new("curl").args(["-sS", "--fail", &format!("https://127.0.0.1:{}/", setup.api)]).output().unwrap();
+    assert!(!insecure.status.success(), "curl without the certificate must refuse it");
+    let plain = api::request(setup.api, None, "GET", "/api/status", &[bearer(&setup.token)], b"");
+    assert!(plain.as_ref().is_none_or(|a| a.status != 200), "plain HTTP answered: {plain:?}");
+    let headers = setup.api("GET", "/api/status").unwrap();
+    for h in ["strict-transport-security", "x-content-type-options", "content-security-policy"] {
+        assert!(headers.header(h).is_some(), "{h} missing: {}", headers.head);
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let key = cert.with_file_name("key.pem");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let fp = setup.cli(&["tls", "fingerprint"]);
+    assert!(fp.starts_with("sha256:") && setup.log().contains(fp.trim()), "{fp} not in the log");
+    sigterm(&mut child);
+
+    let bad = Setup::new(2, "tls = false", "");
+    let text = std::fs::read_to_string(&bad.config).unwrap().replace("127.0.0.1:", "0.0.0.0:");
+    std::fs::write(&bad.config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_understudy")).args(["check", "--config"]).arg(&bad.config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("server.tls") && err.contains("loopback"), "{err}");
+}
+
+/// Acceptance: the audit trail is a hash chain; editing a row makes `audit --verify` fail and
+/// name the entry.
+#[test]
+fn audit_verify_names_an_altered_entry() {
+    let setup = Setup::new(2, "", "");
+    setup.add_user("carl", "operator", "1", "carl-password");
+    setup.create_token(&["--user", "carl"]);
+    let ok = setup.cli_stdin(&["audit", "--verify"], "");
+    assert!(ok.is_empty());
+    let listing = setup.cli(&["audit"]);
+    assert!(listing.contains("user_add") && listing.contains("token_create"), "{listing}");
+    let db = rusqlite::Connection::open(setup.dir.path().join("state").join("catalog.db")).unwrap();
+    db.execute("UPDATE auth_audit SET detail = replace(detail, 'carl', 'mallory') WHERE id = 3", []).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_understudy")).args(["audit", "--verify", "--config"]).arg(&setup.config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("entry 3"), "{err}");
+}
