@@ -20,7 +20,10 @@ fn recorded_aac_and_g711_audio_plays_in_chromium() {
         "[[camera]]\nchannel = 1\nurl = \"rtsp://127.0.0.1:{}/cam\"\n\n[[camera]]\nchannel = 2\nurl = \"rtsp://127.0.0.1:{}/cam\"\n",
         aac.port, pcmu.port
     );
-    let setup = Setup::new(2, "segment_duration = \"4s\"", &cams);
+    let setup = Setup::new(2, "segment_duration = \"4s\"\ntls = false", &cams);
+    // A plain <video src> sends no token: the page is reached through a proxy adding the
+    // admin's (authentication itself is tests/security.rs's).
+    let proxy = setup.auth_proxy();
     let mut child = setup.spawn_run();
     let ok = wait_until(Duration::from_secs(60), || {
         (1..=2).all(|ch| {
@@ -35,7 +38,7 @@ fn recorded_aac_and_g711_audio_plays_in_chromium() {
     let log = setup.dir.path().join("chromium.log");
     let mut b = cdp::Browser::open(&log);
     // The operator page gives the player the API's origin.
-    b.call("Page.navigate", json!({ "url": format!("http://127.0.0.1:{}/", setup.api) })).unwrap();
+    b.call("Page.navigate", json!({ "url": format!("http://{proxy}/") })).unwrap();
     b.wait_for("the page", Duration::from_secs(30), "document.readyState === 'complete'");
     for (ch, codec) in [(1, "mp4a.40.2"), (2, "flac")] {
         let seg = &setup.api_get(&format!("/api/channels/{ch}/recordings")).unwrap()["recordings"][0];

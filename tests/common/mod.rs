@@ -114,7 +114,61 @@ impl Setup {
     /// One request to the API over HTTPS; `headers` are whole lines (`Cookie: …`). None while
     /// it does not answer.
     pub fn request(&self, method: &str, path: &str, headers: &[String], body: &[u8]) -> Option<Answer> {
+        if self.plain_http() {
+            return api::request(self.api, None, method, path, headers, body);
+        }
         api::request(self.api, Some(api::tls_client(&self.cert())?), method, path, headers, body)
+    }
+
+    /// The config says `tls = false` (plain HTTP on loopback).
+    fn plain_http(&self) -> bool {
+        std::fs::read_to_string(&self.config).is_ok_and(|t| t.lines().any(|l| l.trim() == "tls = false"))
+    }
+
+    /// For third-party clients that cannot send a bearer token (VLC, ffmpeg's HLS reader, a
+    /// plain `<video src>`): a plain-HTTP proxy on loopback that adds the admin's
+    /// `Authorization` header to every request head it forwards. Needs `tls = false` in the
+    /// server section (the API on plain HTTP, loopback only); returns the proxy's `HOST:PORT`.
+    /// GET requests only (no bodies are forwarded): enough for playback.
+    pub fn auth_proxy(&self) -> String {
+        assert!(self.plain_http(), "auth_proxy needs `tls = false`");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (api, token) = (self.api, self.token.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", api)) else { continue };
+                let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_read, mut c_write) = (server, client);
+                let token = token.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    while let Ok(n) = c_read.read(&mut chunk) {
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head: Vec<u8> = buf.drain(..end + 4).collect();
+                            let head = String::from_utf8_lossy(&head).into_owned();
+                            let (first, rest) = head.split_once("\r\n").unwrap_or((&head, ""));
+                            let out = format!("{first}\r\nAuthorization: Bearer {token}\r\n{rest}");
+                            if s_write.write_all(out.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        addr
     }
 
     /// A request with the admin's bearer token.
