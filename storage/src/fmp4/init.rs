@@ -58,26 +58,9 @@ pub(crate) fn parse_moov(moov: &[u8]) -> Result<InitInfo, String> {
     }
     let (track_id, entry) = video.ok_or("no video track in 'moov'")?;
     let (codec, width, height) = super::codec::describe(entry)?;
-    let mvex = require(moov, b"mvex", "moov")?;
-    let mut trex = None;
-    for child in children(mvex.body) {
-        let child = child?;
-        if &child.kind != b"trex" {
-            continue;
-        }
-        let mut f = Fields::new(child.body, "trex");
-        f.version_flags()?;
-        if f.u32()? != track_id {
-            continue;
-        }
-        let _sample_description_index = f.u32()?;
-        trex = Some(TrexDefaults {
-            duration: f.u32()?,
-            size: f.u32()?,
-            flags: f.u32()?,
-        });
-        break;
-    }
+    let trex = trex_entries(moov)?
+        .into_iter()
+        .find_map(|(id, d)| (id == track_id).then_some(d));
     let trex = trex.ok_or_else(|| format!("no 'trex' for track {track_id}"))?;
     Ok(InitInfo {
         params: TrackParams {
@@ -90,6 +73,24 @@ pub(crate) fn parse_moov(moov: &[u8]) -> Result<InitInfo, String> {
         track_id,
         trex,
     })
+}
+
+/// Every `trex` of `moov`'s `mvex` (§8.8.3): track ID and its per-sample defaults.
+pub(crate) fn trex_entries(moov: &[u8]) -> Result<Vec<(u32, TrexDefaults)>, String> {
+    let mvex = require(moov, b"mvex", "moov")?;
+    let mut out = Vec::new();
+    for child in children(mvex.body) {
+        let child = child?;
+        if &child.kind != b"trex" {
+            continue;
+        }
+        let mut f = Fields::new(child.body, "trex");
+        f.version_flags()?;
+        let id = f.u32()?;
+        let _sample_description_index = f.u32()?;
+        out.push((id, TrexDefaults { duration: f.u32()?, size: f.u32()?, flags: f.u32()? }));
+    }
+    Ok(out)
 }
 
 /// What a `trak` holds.

@@ -54,21 +54,10 @@ pub(crate) fn tracks_of(init: &[u8]) -> Result<Vec<TrackInfo>, String> {
             default_size: 0,
         });
     }
-    let mvex = require(moov, b"mvex", "moov")?;
-    for child in children(mvex.body) {
-        let child = child?;
-        if &child.kind != b"trex" {
-            continue;
-        }
-        let mut f = Fields::new(child.body, "trex");
-        f.version_flags()?;
-        let id = f.u32()?;
-        let _description = f.u32()?;
-        let duration = f.u32()?;
-        let size = f.u32()?;
+    for (id, d) in super::init::trex_entries(moov)? {
         if let Some(t) = tracks.iter_mut().find(|t| t.id == id) {
-            t.default_duration = duration;
-            t.default_size = size;
+            t.default_duration = d.duration;
+            t.default_size = d.size;
         }
     }
     Ok(tracks)
