@@ -87,6 +87,28 @@ fn run(args: &Args) -> Result<bool, String> {
         .max_bytes
         .unwrap_or_else(|| (free / 3).min(20_000_000_000))
         .max(1);
+    // The run must fit above the volume's floor, or retention deletes what the check then
+    // misses (a CI disk with 6 GB free once failed that way, with a 5 GB default floor).
+    let reserve = recorder::BENCH_RESERVE_MIB << 20;
+    let estimate = match args.mode {
+        args::Mode::Realtime => {
+            (clip.bitrate_bps / 8)
+                .saturating_mul(args.channels as u64)
+                .saturating_mul(args.seconds)
+                * 5
+                / 4
+        }
+        _ => budget,
+    };
+    if free < estimate.saturating_add(reserve) {
+        return Err(format!(
+            "not enough free space in {}: {:.2} GB free, the run needs about {:.2} GB plus the bench volume's {} MiB floor (free space, or --max-gb / fewer --channels / --seconds)",
+            args.dir.display(),
+            free as f64 / 1e9,
+            estimate as f64 / 1e9,
+            recorder::BENCH_RESERVE_MIB
+        ));
+    }
     let dir_desc = format!(
         "dir {} ({fs}, {:.0} GB free)",
         run_dir.display(),

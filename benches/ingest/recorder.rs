@@ -47,9 +47,13 @@ pub struct RecorderRun {
     pub stopped_at_budget: bool,
 }
 
+/// The volume's free-space floor in the bench: explicit, so what the bench measures (ingest)
+/// does not depend on the runner's disk size; `ingest.rs` checks the run fits above it.
+pub const BENCH_RESERVE_MIB: u64 = 256;
+
 fn config_text(args: &Args, dir: &Path, cam: &Camsim) -> String {
     let mut t = format!(
-        "[server]\nname = \"bench\"\nchannels = {}\nstate_dir = {:?}\n\n[[volume]]\npath = {:?}\n",
+        "[server]\nname = \"bench\"\nchannels = {}\nstate_dir = {:?}\n\n[[volume]]\npath = {:?}\nreserve = \"{BENCH_RESERVE_MIB} MiB\"\n",
         args.channels,
         dir.join("state").display().to_string(),
         dir.join("disk").display().to_string()

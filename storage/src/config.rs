@@ -15,16 +15,20 @@ pub struct VolumeConfig {
     pub reserve: Option<u64>,
 }
 
-/// The free-space floor of a volume with no `reserve`: 2 % of the filesystem, at least 1 GiB
+/// The free-space floor of a volume with no `reserve`: 0.5 % of the filesystem, at least 1 GiB
 /// and at most 20 GiB, but never more than 5 % of the filesystem.
 ///
 /// 1 GiB holds ~30 s of 100 channels at 4 Mbit/s, enough for retention (which runs every sync
-/// round) to keep ahead of the writers; 2 % keeps filesystems (ext4, XFS) out of their slow,
-/// fragmenting last percent; the 20 GiB cap stops a 100 TB array from idling 2 TB; the 5 %
-/// ceiling keeps small filesystems (a 64 MiB tmpfs, a test image) mostly usable.
+/// round) to keep ahead of the writers; 0.5 % grows it with the array (a 4 TB disk keeps 20 GB,
+/// over a minute of 1,000 channels); the 20 GiB cap stops a 100 TB array from idling 500 GB;
+/// the 5 % ceiling keeps small filesystems (a 64 MiB tmpfs, a test image) mostly usable.
+///
+/// Not 2 %: a volume that is a directory on a shared disk (the root filesystem of a small box,
+/// a CI runner) can sit below 2 % free because of other files, and the floor would then delete
+/// every closed segment as soon as it was written (seen on a 252 GB CI disk with 6 GB free).
 pub fn default_reserve(fs_bytes: u64) -> u64 {
     const GIB: u64 = 1 << 30;
-    (fs_bytes / 50).clamp(GIB, 20 * GIB).min(fs_bytes / 20)
+    (fs_bytes / 200).clamp(GIB, 20 * GIB).min(fs_bytes / 20)
 }
 
 /// Everything `Store::open` needs.
@@ -120,7 +124,8 @@ mod tests {
         const GIB: u64 = 1 << 30;
         assert_eq!(default_reserve(64 * MIB), 64 * MIB / 20);
         assert_eq!(default_reserve(40 * GIB), GIB);
-        assert_eq!(default_reserve(500 * GIB), 10 * GIB);
+        assert_eq!(default_reserve(252 * GIB), 252 * GIB / 200);
+        assert_eq!(default_reserve(2000 * GIB), 10 * GIB);
         assert_eq!(default_reserve(100_000 * GIB), 20 * GIB);
     }
 }

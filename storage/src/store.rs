@@ -107,7 +107,10 @@ fn open_volumes(cfg: &StoreConfig, catalog: &Catalog) -> Result<Vec<Arc<Volume>>
     let mut first_err = None;
     for vc in &cfg.volumes {
         match open_volume(vc, catalog, &cfg.server_name) {
-            Ok(v) => volumes.push(Arc::new(v)),
+            Ok(v) => {
+                warn_if_below_floor(&v, catalog);
+                volumes.push(Arc::new(v))
+            }
             Err(
                 e @ (Error::VolumeMarkerMissing { .. }
                 | Error::VolumeMarkerMismatch { .. }
@@ -122,7 +125,8 @@ fn open_volumes(cfg: &StoreConfig, catalog: &Catalog) -> Result<Vec<Arc<Volume>>
                     .and_then(|p| catalog.volume_by_path(p).ok().flatten())
                     .map(|r| r.id)
                     .unwrap_or(-1);
-                let detail = serde_json::json!({ "volume": vc.path.display().to_string(), "error": reason });
+                let detail =
+                    serde_json::json!({ "volume": vc.path.display().to_string(), "error": reason });
                 if let Err(e) = catalog.add_event("volume_missing", None, None, &detail) {
                     tracing::error!(error = %e, "could not record volume_missing event");
                 }
@@ -138,6 +142,30 @@ fn open_volumes(cfg: &StoreConfig, catalog: &Catalog) -> Result<Vec<Arc<Volume>>
     }
 }
 
+/// Says so (log and `volume_below_floor` event) when a volume starts with less free space than
+/// its floor: retention will delete its oldest closed footage until the floor is met, which on a
+/// directory of a shared disk may be every closed segment. The installer should know at once.
+fn warn_if_below_floor(v: &Volume, catalog: &Catalog) {
+    let (Some(reserve), Ok(free)) = (v.reserve, crate::fsutil::free_bytes(&v.path)) else {
+        return;
+    };
+    if free >= reserve {
+        return;
+    }
+    tracing::warn!(volume = %v.path.display(), free_bytes = free, reserve_bytes = reserve,
+        default_floor = v.reserve_default,
+        "volume starts below its free-space floor: retention will delete its oldest closed footage; set `reserve` or free space");
+    let detail = serde_json::json!({
+        "volume": v.path.display().to_string(),
+        "free_bytes": free,
+        "reserve_bytes": reserve,
+        "reserve_default": v.reserve_default,
+    });
+    if let Err(e) = catalog.add_event("volume_below_floor", None, None, &detail) {
+        tracing::error!(error = %e, "could not record volume_below_floor event");
+    }
+}
+
 impl Store {
     /// Opens the catalog and every volume (checking markers, taking locks), brings the catalog
     /// in line with the files (repairing torn tails), and starts one syncer per volume.
@@ -147,7 +175,11 @@ impl Store {
         let catalog = Arc::new(Catalog::open(&cfg.state_dir)?);
         let volumes = open_volumes(&cfg, &catalog)?;
         let started = std::time::Instant::now();
-        let present: Vec<Arc<Volume>> = volumes.iter().filter(|v| !v.is_missing()).cloned().collect();
+        let present: Vec<Arc<Volume>> = volumes
+            .iter()
+            .filter(|v| !v.is_missing())
+            .cloned()
+            .collect();
         let summary = indexing::index_volumes(&present, &catalog, false, &mut |_, _| {})?;
         tracing::info!(
             files = summary.files,
@@ -342,7 +374,11 @@ impl Store {
 
     /// Monitoring counters of every volume, in `volumes()` order.
     pub fn volume_metrics(&self) -> Vec<crate::VolumeMetrics> {
-        self.shared.volumes.iter().map(|v| v.telemetry.snapshot(v.path.clone())).collect()
+        self.shared
+            .volumes
+            .iter()
+            .map(|v| v.telemetry.snapshot(v.path.clone()))
+            .collect()
     }
 
     /// Final sync round on every volume, then stops the syncers. Idempotent. Writers still

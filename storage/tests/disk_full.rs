@@ -221,3 +221,32 @@ fn takeover_footage_survives_while_local_footage_is_deleted() {
     assert!(events.iter().any(|e| e.kind == "retention"
         && e.detail["reason"] == "protected takeover footage: nothing else left to delete"));
 }
+
+/// A volume that starts below its floor says so at once (log and `volume_below_floor` event),
+/// because retention will delete its closed footage; one above it raises nothing.
+#[test]
+fn volume_starting_below_its_floor_raises_an_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(_mount) = Mount::tmpfs(&tmp.path().join("v"), "8m") else {
+        return skip("below_floor");
+    };
+    let mut cfg = config(tmp.path(), &[("v", None)], Duration::from_secs(4));
+    // Fill the tmpfs to 1 MiB free, then ask for a 2 MiB floor.
+    let filler = tmp.path().join("v").join("filler");
+    std::fs::write(&filler, vec![1u8; 7 * MIB as usize]).unwrap();
+    cfg.volumes[0].reserve = Some(2 * MIB);
+    let store = Store::open(cfg.clone()).unwrap();
+    let events = store.events_since(0, 100).unwrap();
+    let e = events.iter().find(|e| e.kind == "volume_below_floor").expect("volume_below_floor event");
+    assert_eq!(e.detail["reserve_bytes"], 2 * MIB);
+    assert!(e.detail["free_bytes"].as_u64().unwrap() < 2 * MIB, "{:?}", e.detail);
+    assert_eq!(e.detail["reserve_default"], false);
+    store.shutdown().unwrap();
+    drop(store);
+
+    // Room again: no new event on the next start.
+    std::fs::remove_file(&filler).unwrap();
+    let store = Store::open(cfg).unwrap();
+    let n = store.events_since(0, 100).unwrap().iter().filter(|e| e.kind == "volume_below_floor").count();
+    assert_eq!(n, 1, "a volume above its floor raised volume_below_floor");
+}
