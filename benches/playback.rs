@@ -61,6 +61,7 @@ fn track_params() -> Arc<TrackParams> {
         width: 1920,
         height: 1080,
         sample_entry: Bytes::copy_from_slice(&file[at..at + size]),
+        audio: None,
     })
 }
 
@@ -82,7 +83,7 @@ fn synthesize(dir: &Path, hours: f64, scale: f64) -> u64 {
         let (size, key) = clip[i % clip.len()];
         let size = ((size as f64 * scale) as usize).max(16);
         bytes += size as u64;
-        let frame = InputFrame { time_90k: START_90K + i as i64 * FRAME_90K, key, data: zeros.slice(..size) };
+        let frame = InputFrame { time_90k: START_90K + i as i64 * FRAME_90K, cts_offset: 0, key, data: zeros.slice(..size) };
         w.push(&params, frame).expect("frame accepted");
         // The writer drops whole GOPs rather than block when the disk falls behind: pace it.
         if i % 250 == 0 {

@@ -44,6 +44,9 @@ cargo test --workspace --release --no-fail-fast 2>&1
 echo "==> Debian package: build, install, check"
 bash tests/deb.sh
 
+echo "==> every bench builds (they are not run here, but must not rot)"
+cargo bench --workspace --no-run 2>&1
+
 if [ -f benches/ingest.rs ]; then
   echo "==> short ingest bench: 100 channels x 10 s realtime, fails on any lost frame"
   cargo bench --bench ingest -- --channels 100 --seconds 10 --mode realtime --peer none --check
