@@ -168,6 +168,8 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
 struct ChannelView {
     channel: u32,
     owner: Option<String>,
+    /// Why a main's channel is recorded here: `main failed`, or `main not recording it: …`.
+    owner_reason: Option<String>,
     source_channel: Option<u32>,
     camera: Option<String>,
     /// `recording` only while footage becomes durable (see `chanstate`).
@@ -206,10 +208,12 @@ async fn status(State(st): State<ApiState>, Extension(p): Extension<Principal>) 
         } else {
             st.failover.as_ref().and_then(|f| f.owner_of(ch))
         };
+        let owner_reason = if local.contains(&ch) { None } else { st.failover.as_ref().and_then(|f| f.takeover_reason(ch)) };
         let view = match recording.remove(&ch) {
             Some((s, d, h)) => ChannelView {
                 channel: ch,
                 owner,
+                owner_reason,
                 source_channel: st.station.source_channel(ch),
                 camera: Some(s.camera.clone()),
                 state: h.state.to_owned(),
@@ -228,7 +232,7 @@ async fn status(State(st): State<ApiState>, Extension(p): Extension<Principal>) 
                 audio: s.audio.clone(),
             },
             None => ChannelView {
-                channel: ch, owner: None, source_channel: None, camera: None, state: "idle".into(), reason: None,
+                channel: ch, owner: None, owner_reason: None, source_channel: None, camera: None, state: "idle".into(), reason: None,
                 seconds_since_durable: None, bitrate_bps: 0, fps: 0.0,
                 frames: 0, bytes: 0, durable_frames: 0, lost_packets: 0, reconnects: 0, reanchors: 0, dropped_gops: 0, last_error: None,
                 audio: None,

@@ -3,7 +3,10 @@
 //! Every error names the file, the line where it can be found and the field
 //! (`camera[2].channel`), so an installer can fix it without guessing. Unknown fields are errors.
 
+pub mod health;
 pub mod units;
+
+pub use health::HealthSource;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -157,6 +160,13 @@ struct RawMain {
     record: Option<Spanned<Vec<u32>>>,
     #[serde(default)]
     priority: Option<i32>,
+    /// Recording health source (see `config::health`).
+    #[serde(default)]
+    health: Option<Spanned<String>>,
+    #[serde(default)]
+    health_token_env: Option<Spanned<String>>,
+    #[serde(default)]
+    health_ca: Option<Spanned<PathBuf>>,
     #[serde(default, rename = "camera")]
     cameras: Vec<RawCamera>,
 }
@@ -267,6 +277,8 @@ pub struct Main {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub priority: i32,
+    /// Where to read which channels the main records, if anywhere (`health = "…"`).
+    pub health: Option<HealthSource>,
     /// The cameras recorded on takeover (already filtered by `record`), with failover channels.
     pub cameras: Vec<Camera>,
 }
@@ -506,6 +518,7 @@ impl Validator<'_> {
             return self.err(Some(m.name.span()), format!("{field}.name"), format!("{name:?} is used by another [[main]]"));
         }
         let probe = self.probe(m, &field)?;
+        let health = self.health(health::RawHealth { health: m.health.as_ref(), token_env: m.health_token_env.as_ref(), ca: m.health_ca.as_ref() }, &field)?;
         let interval = m.interval.as_ref().map_or(Duration::from_secs(30), |d| d.get_ref().0);
         if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
             return self.err(m.interval.as_ref().map(|d| d.span()), format!("{field}.interval"), "must be between 100ms and 3600s");
@@ -580,6 +593,7 @@ impl Validator<'_> {
             username: m.username.clone(),
             password: m.password.clone(),
             priority: m.priority.unwrap_or(0),
+            health,
             cameras,
         })
     }

@@ -4,7 +4,9 @@
 //! the map of which main holds which failover channel, so decisions are made one at a time and
 //! in order. Recording itself goes through the `Station`.
 
-use std::collections::HashMap;
+mod partial;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +22,9 @@ use super::events::EventSink;
 use super::health::{Health, StateName, Thresholds, Transition};
 use super::persist::FailedSet;
 use super::probe::{probe, ProbeAuth};
+use super::recording::Checker;
+pub use partial::ChannelRecording;
+use partial::{health_loop, ChannelWatch, HealthReport};
 use crate::config::{Main, Probe};
 use crate::station::Station;
 
@@ -37,6 +42,12 @@ pub struct MainStatus {
     pub failed_at: Option<String>,
     pub channels: Vec<u32>,
     pub priority: i32,
+    /// The recording health source (`health = "…"`), if any.
+    pub health: Option<String>,
+    /// Why the latest recording health check gave no verdict.
+    pub health_error: Option<String>,
+    /// Channels the main may not be recording, or does not: each with its state here.
+    pub not_recording: Vec<ChannelRecording>,
 }
 
 struct MainEntry {
@@ -57,6 +68,12 @@ struct MainEntry {
     /// Of the latest takeover: from the failure being declared to the last of its channels'
     /// first durable fragment so far, in ms; `u64::MAX` = none yet.
     last_takeover_latency_ms: Arc<AtomicU64>,
+    /// `health = "…"` as shown in status; None without one.
+    health_label: Option<String>,
+    /// Why the latest recording health check gave no verdict.
+    health_error: Option<String>,
+    /// Failover channel → whether the main records it, from its recording health.
+    recording: BTreeMap<u32, ChannelWatch>,
 }
 
 /// What `/metrics` shows of a main (see `api::metrics`).
@@ -127,6 +144,7 @@ impl Failover {
                     cfg: m.clone(), health, last_ok: None, last_error: None, last_probe_event: None, consecutive_failures: 0,
                     down_since: None, failure_began: None,
                     probe_latency: Arc::default(), takeovers: 0, last_takeover_latency_ms: Arc::new(AtomicU64::new(u64::MAX)),
+                    health_label: m.health.as_ref().map(|h| h.label()), health_error: None, recording: BTreeMap::new(),
                 }
             })
             .collect();
@@ -140,8 +158,27 @@ impl Failover {
         for (i, m) in fo.station.cfg.mains.iter().enumerate() {
             tokio::spawn(probe_loop(i, m.clone(), tx.clone(), shutdown.clone()));
         }
-        tokio::spawn(fo.clone().decide_loop(rx, shutdown));
+        let (htx, hrx) = mpsc::channel(256);
+        fo.start_health_checks(htx, &shutdown);
+        tokio::spawn(fo.clone().decide_loop(rx, hrx, shutdown));
         fo
+    }
+
+    /// One recording-health task per main with `health = "…"`; a source that cannot be set up
+    /// (unreadable `health_ca`) is reported in its main's status and as an event.
+    fn start_health_checks(&self, tx: mpsc::Sender<HealthReport>, shutdown: &CancellationToken) {
+        for (i, m) in self.station.cfg.mains.iter().enumerate() {
+            let Some(src) = &m.health else { continue };
+            match Checker::new(m, src) {
+                Ok(c) => {
+                    tokio::spawn(health_loop(i, c, m.interval, m.timeout, tx.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    self.events.emit("health_check_failed", Some(&m.name), None, json!({ "error": e, "source": src.label() }));
+                    self.lock().mains[i].health_error = Some(e);
+                }
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -152,7 +189,8 @@ impl Failover {
         let s = self.lock();
         s.mains
             .iter()
-            .map(|m| MainStatus {
+            .enumerate()
+            .map(|(i, m)| MainStatus {
                 name: m.cfg.name.clone(),
                 state: m.health.name(),
                 probe: probe_label(&m.cfg.probe),
@@ -161,6 +199,9 @@ impl Failover {
                 failed_at: m.health.failed_at().map(fmt_time),
                 channels: m.channels(),
                 priority: m.cfg.priority,
+                health: m.health_label.clone(),
+                health_error: m.health_error.clone(),
+                not_recording: m.recording_view(&s.owners, i),
             })
             .collect()
     }
@@ -198,11 +239,15 @@ impl Failover {
         s.owners.get(&channel).map(|&i| s.mains[i].cfg.name.clone())
     }
 
-    async fn decide_loop(self: Arc<Self>, mut rx: mpsc::Receiver<ProbeReport>, shutdown: CancellationToken) {
+    async fn decide_loop(self: Arc<Self>, mut rx: mpsc::Receiver<ProbeReport>, mut hrx: mpsc::Receiver<HealthReport>, shutdown: CancellationToken) {
         loop {
             let (i, outcome, took) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 m = rx.recv() => match m { Some(m) => m, None => break },
+                Some((i, verdict)) = hrx.recv() => {
+                    self.on_health(i, verdict).await;
+                    continue;
+                }
             };
             {
                 let mut s = self.lock();
@@ -272,6 +317,7 @@ impl Failover {
                 }
                 self.persist_failed();
                 self.schedule_waiting();
+                self.reconcile_all().await;
             }
         }
     }
@@ -288,10 +334,13 @@ impl Failover {
 
     /// Takes over main `i` if all its channels are free; otherwise it waits.
     fn try_take_over(&self, i: usize, failed_at: SystemTime) {
+        let already: Vec<u32>;
         let (name, cams, holders, takeover_latency, began) = {
             let mut s = self.lock();
             let chans = s.mains[i].channels();
-            let mut holders: Vec<String> = chans.iter().filter_map(|c| s.owners.get(c)).map(|&o| s.mains[o].cfg.name.clone()).collect();
+            // Channels of this main's own partial takeover are already recording: kept as they are.
+            already = chans.iter().filter(|c| s.owners.get(c) == Some(&i)).copied().collect();
+            let mut holders: Vec<String> = chans.iter().filter_map(|c| s.owners.get(c)).filter(|&&o| o != i).map(|&o| s.mains[o].cfg.name.clone()).collect();
             holders.sort();
             holders.dedup();
             if holders.is_empty() {
@@ -320,7 +369,7 @@ impl Failover {
         // Every camera starts at once: `start` only spawns the ingest task and writer, so the
         // RTSP handshakes of all channels run concurrently.
         let mut ok = Vec::new();
-        for cam in &cams {
+        for cam in cams.iter().filter(|c| !already.contains(&c.channel)) {
             match self.station.start(cam) {
                 Ok(durable) => ok.push((cam.clone(), durable)),
                 Err(e) => self.events.emit("channel_error", Some(&name), Some(cam.channel), json!({ "camera": cam.label, "error": e.to_string() })),
@@ -378,7 +427,10 @@ impl Failover {
         let (name, chans, began) = {
             let s = self.lock();
             let m = &s.mains[i];
-            (m.cfg.name.clone(), m.channels(), m.failure_began)
+            // Channels the main still does not record stay with its partial takeover.
+            let keep = m.not_recorded();
+            let chans: Vec<u32> = m.channels().into_iter().filter(|c| !keep.contains(c)).collect();
+            (m.cfg.name.clone(), chans, m.failure_began)
         };
         let stats: Vec<(u32, Arc<DurableStats>)> = self
             .station
@@ -390,7 +442,7 @@ impl Failover {
         self.station.stop_many(&chans).await;
         {
             let mut s = self.lock();
-            s.owners.retain(|_, o| *o != i);
+            s.owners.retain(|c, o| *o != i || !chans.contains(c));
         }
         let per_channel: Vec<(u32, u64, u64, Option<i64>)> = stats
             .iter()

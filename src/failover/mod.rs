@@ -2,7 +2,9 @@
 //!
 //! - `probe`: one health check of a main (tcp, http, rtsp).
 //! - `health`: the per-main state machine (`ok`, `suspect`, `taken_over`, `waiting`), pure.
-//! - `controller`: probe tasks plus the one task that decides takeovers and owns channel assignment.
+//! - `controller`: probe tasks plus the one task that decides takeovers and owns channel
+//!   assignment; `controller::partial`: partial takeover of the channels a main does not record.
+//! - `recording`: one recording-health check of a main (which channels it records).
 //! - `events`: operator-visible events (log, catalog, webhooks).
 //! - `persist`: which mains are failed, across restarts.
 //! - `standby`: the hot-standby prebuffer (whole GOPs in memory); not wired to sessions yet.
@@ -12,6 +14,7 @@ pub mod events;
 pub mod health;
 pub mod persist;
 pub mod probe;
+pub mod recording;
 pub mod standby;
 
 pub use controller::{Failover, MainMetrics, MainStatus};
