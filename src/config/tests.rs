@@ -100,3 +100,33 @@ fn no_volume_is_an_error() {
     let e = parse(text).unwrap_err();
     assert!(e.to_string().contains("[[volume]]"), "{e}");
 }
+
+#[test]
+fn health_sources() {
+    let with = |h: &str| GOOD.replace("fail_after = 3\n", &format!("fail_after = 3\n{h}\n"));
+    let c = parse(&with("health = \"hikvision://10.0.0.5\"")).unwrap();
+    assert_eq!(c.mains[0].health.as_ref().unwrap().label(), "hikvision://10.0.0.5");
+    let c = parse(&with("health = \"understudy+http://127.0.0.1:7879\"")).unwrap();
+    match c.mains[0].health.as_ref().unwrap() {
+        HealthSource::Understudy { base, token, ca } => {
+            assert_eq!(base.as_str(), "http://127.0.0.1:7879/");
+            assert!(token.is_none() && ca.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    std::env::set_var("UNDERSTUDY_TEST_HEALTH_TOKEN", "tok-123");
+    let c = parse(&with("health = \"understudy://10.0.0.5:7878\"\nhealth_token_env = \"UNDERSTUDY_TEST_HEALTH_TOKEN\"")).unwrap();
+    let h = c.mains[0].health.as_ref().unwrap();
+    assert_eq!(h.label(), "understudy://10.0.0.5:7878");
+    assert!(!format!("{h:?}").contains("tok-123"), "token in Debug output");
+    assert!(parse(&GOOD.replace("fail_after = 3\n", "fail_after = 3\n")).unwrap().mains[0].health.is_none());
+
+    expect_err(&with("health = \"ftp://10.0.0.5\""), "main[0].health", "not one of");
+    expect_err(&with("health = \"understudy://10.0.0.5\""), "main[0].health", "needs a port");
+    expect_err(&with("health = \"hikvision://admin:pw@10.0.0.5\""), "main[0].health", "must not contain credentials");
+    expect_err(&with("health = \"hikvision://10.0.0.5/ISAPI\""), "main[0].health", "only the host and port");
+    expect_err(&with("health = \"understudy://10.0.0.5:1\"\nhealth_token_env = \"UNDERSTUDY_TEST_NO_SUCH_VAR\""), "main[0].health_token_env", "is not set");
+    expect_err(&with("health = \"understudy://10.0.0.5:1\"\nhealth_ca = \"/nonexistent/ca.pem\""), "main[0].health_ca", "cannot read /nonexistent/ca.pem");
+    expect_err(&with("health_ca = \"/etc/hostname\""), "main[0].health_ca", "`health` is not");
+    expect_err(&with("health = \"hikvision://10.0.0.5\"\nhealth_token_env = \"UNDERSTUDY_TEST_HEALTH_TOKEN\""), "main[0].health_token_env", "only for understudy://");
+}
