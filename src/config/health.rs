@@ -68,7 +68,7 @@ impl Validator<'_> {
         let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
             return self.err(span, &f, format!("{text:?} has no host; {hint}"));
         };
-        if url.path().trim_matches('/') != "" || url.query().is_some() {
+        if !url.path().trim_matches('/').is_empty() || url.query().is_some() {
             return self.err(span, &f, format!("{text:?}: give only the host and port; {hint}"));
         }
         let base = |scheme: &str, port: Option<u16>| -> Result<url::Url, ConfigError> {
