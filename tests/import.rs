@@ -198,7 +198,7 @@ async fn hikvision_import_merge_and_bad_answers() {
 async fn dahua_import_passwords_checked_by_describe() {
     let sim = CamSim::start(CamSimConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        cameras: (1..=2).map(|id| CameraSpec { id, clip: fixture(H264) }).collect(),
+        cameras: (1..=2).map(|id| CameraSpec::new(id, fixture(H264))).collect(),
         pacing: Pacing::Realtime,
         auth: Some(AuthConfig { username: "admin".into(), password: CAM_PW.into(), scheme: AuthScheme::Digest }),
         session_timeout: Duration::from_secs(60),

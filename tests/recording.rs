@@ -139,8 +139,8 @@ async fn bad_auth_is_reported_without_the_password() {
     let sim = understudy::camsim::CamSim::start(understudy::camsim::CamSimConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         cameras: vec![
-            understudy::camsim::CameraSpec { id: 1, clip: fixture(H264) },
-            understudy::camsim::CameraSpec { id: 2, clip: fixture(H264) },
+            understudy::camsim::CameraSpec::new(1, fixture(H264)),
+            understudy::camsim::CameraSpec::new(2, fixture(H264)),
         ],
         pacing: understudy::camsim::Pacing::Realtime,
         auth: Some(understudy::camsim::AuthConfig { username: "admin".into(), password: "right-pass".into(), scheme: understudy::camsim::AuthScheme::Digest }),

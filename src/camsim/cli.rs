@@ -28,6 +28,15 @@ pub struct CamsimArgs {
     /// MP4 clip to loop (repeatable; camera i uses clip[(i-1) % count]).
     #[arg(long = "clip", value_name = "FILE")]
     pub clips: Vec<PathBuf>,
+    /// MP4/QuickTime file whose audio track (AAC or G.711 µ-law) every camera also serves
+    /// (repeatable; camera i uses audio[(i-1) % count]). Without it, a clip's own audio
+    /// track is served if it has one.
+    #[arg(long = "audio", value_name = "FILE")]
+    pub audio: Vec<PathBuf>,
+    /// Make cameras' RTP clocks run N parts per million fast (negative: slow): N for every
+    /// camera, CAM:N for one (repeatable; the per-camera value wins).
+    #[arg(long = "clock-ppm", value_name = "[CAM:]N", allow_hyphen_values = true)]
+    pub clock_ppm: Vec<ClockPpm>,
     /// Send frames as fast as clients read instead of in real time.
     #[arg(long)]
     pub fast: bool,
@@ -55,6 +64,8 @@ impl fmt::Debug for CamsimArgs {
             .field("listen", &self.listen)
             .field("cameras", &self.cameras)
             .field("clips", &self.clips)
+            .field("audio", &self.audio)
+            .field("clock_ppm", &self.clock_ppm)
             .field("fast", &self.fast)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
@@ -76,10 +87,27 @@ impl CamsimArgs {
         } else {
             self.clips.clone()
         };
+        for c in &self.clock_ppm {
+            if c.camera.is_some_and(|id| id == 0 || id > self.cameras) {
+                return Err(CamSimError::Config(format!(
+                    "--clock-ppm {c}: no such camera (cameras are 1..={})",
+                    self.cameras
+                )));
+            }
+        }
+        let ppm_of = |id: u32| {
+            let one = self.clock_ppm.iter().rev().find(|c| c.camera == Some(id));
+            let all = self.clock_ppm.iter().rev().find(|c| c.camera.is_none());
+            one.or(all).map_or(0, |c| c.ppm)
+        };
         let cameras = (1..=self.cameras)
-            .map(|id| CameraSpec {
-                id,
-                clip: clips[(id as usize - 1) % clips.len()].clone(),
+            .map(|id| {
+                let i = id as usize - 1;
+                let mut spec = CameraSpec::new(id, clips[i % clips.len()].clone());
+                spec.audio = (!self.audio.is_empty())
+                    .then(|| self.audio[i % self.audio.len()].clone());
+                spec.clock_ppm = ppm_of(id);
+                spec
             })
             .collect();
         let auth = match (&self.user, &self.password) {
@@ -114,6 +142,42 @@ impl CamsimArgs {
             auth,
             session_timeout: Duration::from_secs(self.session_timeout),
         })
+    }
+}
+
+/// A camera clock rate error from the command line: `N` (every camera) or `CAM:N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockPpm {
+    pub camera: Option<u32>,
+    pub ppm: i32,
+}
+
+/// Rate errors beyond this are not a clock any more (10 %).
+const MAX_PPM: i32 = 100_000;
+
+impl fmt::Display for ClockPpm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.camera {
+            Some(c) => write!(f, "{c}:{}", self.ppm),
+            None => write!(f, "{}", self.ppm),
+        }
+    }
+}
+
+impl FromStr for ClockPpm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || format!("{s:?}: expected N or CAM:N (ppm, |N| <= {MAX_PPM}), e.g. 2:2000");
+        let (camera, ppm) = match s.split_once(':') {
+            Some((c, n)) => (Some(c.trim().parse().map_err(|_| usage())?), n),
+            None => (None, s),
+        };
+        let ppm: i32 = ppm.trim().parse().map_err(|_| usage())?;
+        if ppm.abs() > MAX_PPM {
+            return Err(usage());
+        }
+        Ok(ClockPpm { camera, ppm })
     }
 }
 
@@ -163,7 +227,9 @@ pub async fn run_cli(args: CamsimArgs, shutdown: CancellationToken) -> Result<()
     let cfg = args.to_config()?;
     let sim = CamSim::start(cfg.clone()).await?;
     for cam in &cfg.cameras {
-        info!(camera = cam.id, url = %sim.url(cam.id), clip = %cam.clip.display(), "camera ready");
+        let audio = cam.audio.as_ref().map(|a| a.display().to_string());
+        info!(camera = cam.id, url = %sim.url(cam.id), clip = %cam.clip.display(), ?audio,
+              clock_ppm = cam.clock_ppm, "camera ready");
     }
     let mut schedule = args.faults.clone();
     schedule.sort_by_key(|f| f.after);
@@ -231,6 +297,12 @@ mod tests {
             "basic",
             "--fault",
             "2:drop-mid-gop@1.5",
+            "--audio",
+            "x.mov",
+            "--clock-ppm",
+            "-300",
+            "--clock-ppm",
+            "2:2000",
         ])
         .unwrap();
         let cfg = cli.args.to_config().unwrap();
@@ -240,6 +312,9 @@ mod tests {
             .map(|c| c.clip.to_str().unwrap())
             .collect();
         assert_eq!(clips, ["a.mp4", "b.mp4", "a.mp4"]);
+        assert!(cfg.cameras.iter().all(|c| c.audio == Some(PathBuf::from("x.mov"))));
+        let ppm: Vec<i32> = cfg.cameras.iter().map(|c| c.clock_ppm).collect();
+        assert_eq!(ppm, [-300, 2000, -300]);
         assert_eq!(cfg.pacing, Pacing::Fast);
         assert_eq!(cfg.auth.as_ref().unwrap().scheme, AuthScheme::Basic);
         assert_eq!(
@@ -266,6 +341,10 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--fault", "1:explode@3"]).is_err());
         assert!(Cli::try_parse_from(["x", "--fault", "stall"]).is_err());
         let cli = Cli::try_parse_from(["x", "--cameras", "2", "--fault", "3:stall@1"]).unwrap();
+        assert!(cli.args.to_config().is_err());
+        assert!(Cli::try_parse_from(["x", "--clock-ppm", "2:fast"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--clock-ppm", "200000"]).is_err());
+        let cli = Cli::try_parse_from(["x", "--cameras", "2", "--clock-ppm", "3:5"]).unwrap();
         assert!(cli.args.to_config().is_err());
     }
 }

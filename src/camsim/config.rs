@@ -29,10 +29,7 @@ impl CamSimConfig {
         CamSimConfig {
             listen,
             cameras: (1..=n)
-                .map(|id| CameraSpec {
-                    id,
-                    clip: clip.clone(),
-                })
+                .map(|id| CameraSpec::new(id, clip.clone()))
                 .collect(),
             pacing: Pacing::Realtime,
             auth: None,
@@ -46,8 +43,27 @@ impl CamSimConfig {
 pub struct CameraSpec {
     /// 1-based id; the camera is served at `/cam/{id}`.
     pub id: u32,
-    /// MP4 file (H.264 `avc1`/`avc3` or H.265 `hvc1`/`hev1`, no B-frames) looped forever.
+    /// MP4 file (H.264 `avc1`/`avc3` or H.265 `hvc1`/`hev1`) looped forever.
     pub clip: PathBuf,
+    /// MP4/QuickTime file whose first audio track (AAC `mp4a` or G.711 µ-law `ulaw`) is served
+    /// as a second `m=audio` stream, looped on its own length; `None`: the clip's own audio
+    /// track if it has one, else no audio.
+    pub audio: Option<PathBuf>,
+    /// How many parts per million the camera's RTP clock (video and audio) runs fast against
+    /// real time (negative: slow); 0 for an exact clock.
+    pub clock_ppm: i32,
+}
+
+impl CameraSpec {
+    /// Camera `id` looping `clip`, with the clip's own audio (if any) and an exact clock.
+    pub fn new(id: u32, clip: impl Into<PathBuf>) -> Self {
+        CameraSpec {
+            id,
+            clip: clip.into(),
+            audio: None,
+            clock_ppm: 0,
+        }
+    }
 }
 
 /// How sessions pace their frames.

@@ -1,6 +1,7 @@
 //! One client connection: reads RTSP requests and interleaved frames, answers them, and while a
-//! session plays, writes its frames between requests, applying injected faults. A single task
-//! owns the connection, so responses and RTP frames never interleave mid-message.
+//! session plays, writes its video frames and audio packets (whichever is due first) between
+//! requests, applying injected faults. A single task owns the connection, so responses and RTP
+//! frames never interleave mid-message.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
+use super::audio::AudioSender;
 use super::config::{Fault, Pacing};
 use super::rtsp::{self, Message, Response};
 use super::sender::RtpSender;
@@ -110,6 +112,34 @@ pub(super) struct Setup {
     /// The track URL the client set up (RTP-Info), without user info.
     pub track_url: String,
     pub sender: RtpSender,
+    /// The audio track, if the client set it up too.
+    pub audio: Option<AudioSetup>,
+}
+
+/// The audio track of a session.
+#[derive(Debug)]
+pub(super) struct AudioSetup {
+    /// The track URL the client set up (RTP-Info), without user info.
+    pub track_url: String,
+    pub sender: AudioSender,
+}
+
+impl Setup {
+    /// When the next RTP packet (video frame or audio packet) is due under realtime pacing.
+    fn next_deadline(&self) -> Instant {
+        let video = self.sender.next_deadline();
+        match &self.audio {
+            Some(a) => a.sender.next_deadline().min(video),
+            None => video,
+        }
+    }
+
+    /// Whether the audio packet is due before the next video frame.
+    fn audio_first(&self) -> bool {
+        self.audio
+            .as_ref()
+            .is_some_and(|a| a.sender.next_deadline() < self.sender.next_deadline())
+    }
 }
 
 /// A session that has been PLAYed.
@@ -150,7 +180,7 @@ impl Conn {
             // None: nothing to send; Some(None): send now (fast pacing); Some(Some(t)): at t.
             let frame_at = match &self.state {
                 State::Playing(p) => Some(match self.shared.pacing {
-                    Pacing::Realtime => Some(p.setup.sender.next_deadline()),
+                    Pacing::Realtime => Some(p.setup.next_deadline()),
                     Pacing::Fast => None,
                 }),
                 _ => None,
@@ -248,8 +278,14 @@ impl Conn {
                 }
                 Fault::ChangeParams => p.setup.sender.switch_clip(camera.clip()),
                 Fault::RejectAuth => {} // acts on new DESCRIBEs only
-                Fault::RtpBack => p.setup.sender.jump_rtp(-5 * 90_000),
-                Fault::RtpForward => p.setup.sender.jump_rtp(10 * 90_000),
+                Fault::RtpBack | Fault::RtpForward => {
+                    let forward = fault == Fault::RtpForward;
+                    let by = Duration::from_secs(if forward { 10 } else { 5 });
+                    p.setup.sender.jump_rtp(by, forward);
+                    if let Some(a) = &mut p.setup.audio {
+                        a.sender.jump_rtp(by, forward);
+                    }
+                }
             }
         }
         if stall {
@@ -258,6 +294,16 @@ impl Conn {
                 other => other,
             };
             return Ok(None);
+        }
+        if p.setup.audio_first() {
+            if let Some(a) = &mut p.setup.audio {
+                let n = a.sender.send_packet(writer).await?;
+                camera
+                    .counters
+                    .bytes_sent
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                return Ok(None);
+            }
         }
         let sender = &mut p.setup.sender;
         if p.drop == DropPlan::AtNextDeltaFrame && !sender.next_is_key() {
@@ -289,11 +335,15 @@ impl Conn {
     pub(super) fn start_playing(&mut self) {
         self.state = match std::mem::replace(&mut self.state, State::Init) {
             State::Ready(mut setup) => {
-                setup.sender.start(Instant::now());
+                let now = Instant::now();
+                setup.sender.start(now);
+                if let Some(a) = &mut setup.audio {
+                    a.sender.start(now);
+                }
                 let faults = setup.camera.subscribe();
                 let active = ActiveSession::new(Arc::clone(&setup.camera));
-                info!(session = %setup.session_id,
-                      codec = ?setup.sender.codec(), "session playing");
+                info!(session = %setup.session_id, codec = ?setup.sender.codec(),
+                      audio = setup.audio.is_some(), "session playing");
                 State::Playing(Playing {
                     setup,
                     faults,

@@ -1,4 +1,5 @@
-//! RTSP method handlers (RFC 2326 §10): OPTIONS, DESCRIBE, SETUP (TCP interleaved only),
+//! RTSP method handlers (RFC 2326 §10): OPTIONS, DESCRIBE, SETUP (TCP interleaved only; the
+//! video track, then optionally the audio track, in one session),
 //! PLAY, GET_PARAMETER/SET_PARAMETER keepalives and TEARDOWN, with authentication and the
 //! session checks of §12.37.
 
@@ -6,7 +7,8 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::conn::{Conn, Setup, State};
+use super::audio::{AudioSender, AUDIO_CONTROL};
+use super::conn::{AudioSetup, Conn, Setup, State};
 use super::rtsp::{self, Request, Response};
 use super::sdp;
 use super::sender::RtpSender;
@@ -53,16 +55,19 @@ impl Conn {
     }
 
     /// The camera addressed by `uri`: `/cam/N` (presentation) or, if `track` is allowed,
-    /// also `/cam/N/trackID=0`.
-    fn route(&self, uri: &str, track: bool) -> Option<Arc<Camera>> {
+    /// also `/cam/N/trackID=0` (video) and, for a camera with audio, `/cam/N/trackID=1`.
+    /// The flag says whether the audio track was addressed.
+    fn route(&self, uri: &str, track: bool) -> Option<(Arc<Camera>, bool)> {
         let path = rtsp::uri_path(uri).trim_end_matches('/');
         let rest = path.strip_prefix("/cam/")?;
         let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        let ok_tail = tail.is_empty() || (track && tail == sdp::TRACK_CONTROL);
-        if !ok_tail || id.starts_with('+') {
+        if id.starts_with('+') {
             return None;
         }
-        self.shared.cameras.get(&id.parse().ok()?).cloned()
+        let camera = self.shared.cameras.get(&id.parse().ok()?).cloned()?;
+        let audio = track && tail == AUDIO_CONTROL && camera.audio.is_some();
+        let ok_tail = tail.is_empty() || (track && tail == sdp::TRACK_CONTROL) || audio;
+        ok_tail.then_some((camera, audio))
     }
 
     /// Absolute form of a request URI, without user info and trailing `/`.
@@ -94,7 +99,7 @@ impl Conn {
     }
 
     fn describe(&mut self, req: &Request) -> Response {
-        let Some(camera) = self.route(&req.uri, false) else {
+        let Some((camera, _)) = self.route(&req.uri, false) else {
             return Response::new(404);
         };
         self.note_camera(camera.id);
@@ -102,14 +107,15 @@ impl Conn {
             return self.unauthorized();
         }
         let clip = camera.clip();
-        let sdp = sdp::describe(camera.id, &clip, rand::random::<u32>().into());
+        let audio = camera.audio.as_deref();
+        let sdp = sdp::describe(camera.id, &clip, audio, rand::random::<u32>().into());
         Response::new(200)
             .header("Content-Base", format!("{}/", self.absolute(&req.uri)))
             .body("application/sdp", sdp)
     }
 
     fn setup(&mut self, req: &Request) -> Response {
-        let Some(camera) = self.route(&req.uri, true) else {
+        let Some((camera, is_audio)) = self.route(&req.uri, true) else {
             return Response::new(404);
         };
         self.note_camera(camera.id);
@@ -122,14 +128,23 @@ impl Conn {
         let Some(channel) = tcp_interleaved_channel(transport) else {
             return Response::new(461);
         };
-        let session_id = match &self.state {
-            State::Init => format!("{:016X}", rand::random::<u64>()),
-            State::Ready(s) if Arc::ptr_eq(&s.camera, &camera) => s.session_id.clone(),
-            // One session per connection, one track per session.
-            State::Ready(_) => return Response::new(459),
-            State::Playing(_) | State::Stalled(_) => return Response::new(455),
+        if is_audio {
+            return self.setup_audio(req, &camera, channel);
+        }
+        let (session_id, audio) = match std::mem::replace(&mut self.state, State::Init) {
+            State::Init => (format!("{:016X}", rand::random::<u64>()), None),
+            State::Ready(s) if Arc::ptr_eq(&s.camera, &camera) => (s.session_id, s.audio),
+            // One session per connection, of one camera.
+            other @ State::Ready(_) => {
+                self.state = other;
+                return Response::new(459);
+            }
+            other @ (State::Playing(_) | State::Stalled(_)) => {
+                self.state = other;
+                return Response::new(455);
+            }
         };
-        let sender = RtpSender::new(camera.id, camera.clip(), channel);
+        let sender = RtpSender::new(camera.id, camera.clip(), channel, camera.clock_ppm);
         let transport = format!(
             "RTP/AVP/TCP;unicast;interleaved={}-{};ssrc={:08X};mode=\"PLAY\"",
             channel,
@@ -141,12 +156,45 @@ impl Conn {
             camera,
             track_url: self.absolute(&req.uri),
             sender,
+            audio,
         };
         let resp = Response::new(200)
             .header("Transport", transport)
             .header("Session", self.session_header(&setup));
         self.state = State::Ready(setup);
         resp
+    }
+
+    /// SETUP of the audio track: only after the video track's, in the same session.
+    fn setup_audio(&mut self, req: &Request, camera: &Arc<Camera>, channel: u8) -> Response {
+        let track_url = self.absolute(&req.uri);
+        let State::Ready(setup) = &mut self.state else {
+            // Audio-only sessions are not served: SETUP the video track first.
+            return Response::new(455);
+        };
+        let Some(clip) = camera.audio.clone() else {
+            return Response::new(404);
+        };
+        if !Arc::ptr_eq(&setup.camera, camera) {
+            return Response::new(459);
+        }
+        if channel == setup.sender.channel() {
+            return Response::new(461);
+        }
+        let sender = AudioSender::new(clip, channel, camera.clock_ppm);
+        let transport = format!(
+            "RTP/AVP/TCP;unicast;interleaved={}-{};ssrc={:08X};mode=\"PLAY\"",
+            channel,
+            channel.saturating_add(1),
+            sender.ssrc()
+        );
+        setup.audio = Some(AudioSetup { track_url, sender });
+        let Some(setup) = self.state.setup() else {
+            return Response::new(455);
+        };
+        Response::new(200)
+            .header("Transport", transport)
+            .header("Session", self.session_header(setup))
     }
 
     fn play(&mut self, req: &Request) -> Response {
@@ -160,12 +208,20 @@ impl Conn {
         let Some(setup) = self.state.setup() else {
             return Response::new(455);
         };
-        let rtp_info = format!(
+        let mut rtp_info = format!(
             "url={};seq={};rtptime={}",
             setup.track_url,
             setup.sender.next_seq(),
             setup.sender.next_rtptime()
         );
+        if let Some(a) = &setup.audio {
+            rtp_info.push_str(&format!(
+                ",url={};seq={};rtptime={}",
+                a.track_url,
+                a.sender.next_seq(),
+                a.sender.next_rtptime()
+            ));
+        }
         Response::new(200)
             .header("Session", self.session_header(setup))
             .header("Range", "npt=0.000-")

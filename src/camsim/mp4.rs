@@ -1,5 +1,6 @@
-//! Reads the video track of an MP4 file (ISO/IEC 14496-12 sample tables, ISO/IEC 14496-15
-//! `avcC`/`hvcC`) into parameter sets and a list of samples located in the file's bytes.
+//! Reads the video track (and the first audio track) of an MP4 or QuickTime file (ISO/IEC
+//! 14496-12 sample tables, ISO/IEC 14496-15 `avcC`/`hvcC`, ISO/IEC 14496-14 `esds`) into
+//! parameter sets and a list of samples located in the file's bytes.
 
 use std::io::Cursor;
 use std::ops::Range;
@@ -62,12 +63,100 @@ pub(crate) struct VideoTrack {
     pub samples: Vec<Sample>,
 }
 
+/// Audio codec of a clip's audio track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AudioCodec {
+    /// AAC (`mp4a`), with its AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1).
+    Aac { config: Vec<u8> },
+    /// G.711 µ-law (QuickTime `ulaw`), one byte per sample.
+    Pcmu,
+}
+
+/// The first audio track of a file.
+#[derive(Debug)]
+pub(crate) struct AudioTrack {
+    pub codec: AudioCodec,
+    /// Samples per second (the track's timescale).
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub samples: Vec<Sample>,
+}
+
+fn read_moov(path: &Path, data: &[u8]) -> Result<Moov, CamSimError> {
+    let err = |reason: String| CamSimError::clip(path, reason);
+    let moov_box = find_top_level_box(data, b"moov").map_err(err)?;
+    Moov::read_from(&mut Cursor::new(moov_box))
+        .map_err(|e| CamSimError::clip(path, format!("reading moov: {e}")))
+}
+
+/// Parses `data` (a whole MP4/QuickTime file read from `path`) and returns its first audio
+/// track, `None` if it has none. AAC and G.711 µ-law are supported; other codecs are errors.
+pub(crate) fn read_audio_track(
+    path: &Path,
+    data: &[u8],
+) -> Result<Option<AudioTrack>, CamSimError> {
+    let err = |reason: String| CamSimError::clip(path, reason);
+    let moov = read_moov(path, data)?;
+    let Some(trak) = moov
+        .trak
+        .iter()
+        .find(|t| t.mdia.hdlr.handler == mp4_atom::FourCC::new(b"soun"))
+    else {
+        return Ok(None);
+    };
+    let sample_rate = trak.mdia.mdhd.timescale;
+    let entry = trak.mdia.minf.stbl.stsd.codecs.first();
+    let (codec, channels) = match entry {
+        Some(Codec::Mp4a(e)) => {
+            let dsi = e
+                .esds
+                .es_desc
+                .dec_config
+                .dec_specific
+                .as_ref()
+                .filter(|d| d.raw.len() >= 2)
+                .ok_or_else(|| err("mp4a without an AudioSpecificConfig".into()))?;
+            // The AudioSpecificConfig's channel configuration is the truth (muxers write 2 in
+            // the sample entry for mono AAC).
+            let channels = match dsi.chan_conf {
+                0 => e.audio.channel_count,
+                n => u16::from(n),
+            };
+            (AudioCodec::Aac { config: dsi.raw.clone() }, channels)
+        }
+        Some(Codec::Unknown(fourcc, _)) if *fourcc == mp4_atom::FourCC::new(b"ulaw") => {
+            if sample_rate != 8000 {
+                return Err(err(format!("ulaw audio at {sample_rate} Hz (want 8000)")));
+            }
+            (AudioCodec::Pcmu, 1)
+        }
+        Some(other) => {
+            return Err(err(format!(
+                "unsupported audio sample entry {:?} (want mp4a or ulaw)",
+                other_name(other)
+            )))
+        }
+        None => return Err(err("audio stsd has no sample entry".into())),
+    };
+    if sample_rate == 0 {
+        return Err(err("audio mdhd timescale is 0".into()));
+    }
+    let samples = sample_table(trak, data.len()).map_err(err)?;
+    if samples.is_empty() {
+        return Err(err("audio track has no samples".into()));
+    }
+    Ok(Some(AudioTrack {
+        codec,
+        sample_rate,
+        channels,
+        samples,
+    }))
+}
+
 /// Parses `data` (a whole MP4 file read from `path`) and returns its first video track.
 pub(crate) fn read_video_track(path: &Path, data: &[u8]) -> Result<VideoTrack, CamSimError> {
     let err = |reason: String| CamSimError::clip(path, reason);
-    let moov_box = find_top_level_box(data, b"moov").map_err(err)?;
-    let moov = Moov::read_from(&mut Cursor::new(moov_box))
-        .map_err(|e| err(format!("reading moov: {e}")))?;
+    let moov = read_moov(path, data)?;
     let trak = moov
         .trak
         .iter()

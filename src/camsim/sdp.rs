@@ -1,11 +1,13 @@
 //! Session descriptions (RFC 4566) for DESCRIBE: one video medium with the H.264 (RFC 6184
-//! §8.1) or H.265 (RFC 7798 §7.1) format parameters carrying the clip's parameter sets.
+//! §8.1) or H.265 (RFC 7798 §7.1) format parameters carrying the clip's parameter sets, then
+//! the camera's audio medium if it has one.
 
 use std::fmt::Write as _;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
+use super::audio::AudioClip;
 use super::clip::Clip;
 use super::mp4::VideoCodec;
 
@@ -14,8 +16,13 @@ pub(crate) const PAYLOAD_TYPE: u8 = 96;
 /// Control URL of the (only) track, relative to the Content-Base.
 pub(crate) const TRACK_CONTROL: &str = "trackID=0";
 
-/// The SDP of camera `camera` serving `clip`; `session_id` fills the `o=` line.
-pub(crate) fn describe(camera: u32, clip: &Clip, session_id: u64) -> String {
+/// The SDP of camera `camera` serving `clip` (and `audio`); `session_id` fills the `o=` line.
+pub(crate) fn describe(
+    camera: u32,
+    clip: &Clip,
+    audio: Option<&AudioClip>,
+    session_id: u64,
+) -> String {
     let mut s = String::with_capacity(512);
     let _ = write!(
         s,
@@ -34,6 +41,9 @@ pub(crate) fn describe(camera: u32, clip: &Clip, session_id: u64) -> String {
         fmtp(clip),
         format_rate(clip.frame_rate()),
     );
+    if let Some(a) = audio {
+        s.push_str(&a.sdp_media());
+    }
     s
 }
 
@@ -79,7 +89,7 @@ mod tests {
     fn sdp_for_both_codecs() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let h264 = Clip::load(&dir.join("h264-360p25-small.mp4")).unwrap();
-        let s = describe(3, &h264, 42);
+        let s = describe(3, &h264, None, 42);
         assert!(s.contains("a=rtpmap:96 H264/90000\r\n"), "{s}");
         assert!(
             s.contains("a=fmtp:96 packetization-mode=1;profile-level-id=4D"),
@@ -91,11 +101,17 @@ mod tests {
         )));
         assert!(s.contains("a=framerate:25\r\n") && s.contains("a=control:trackID=0\r\n"));
         let h265 = Clip::load(&dir.join("h265-360p25-small.mp4")).unwrap();
-        let s = describe(1, &h265, 42);
+        let s = describe(1, &h265, None, 42);
         assert!(s.contains("a=rtpmap:96 H265/90000\r\n"), "{s}");
         assert!(
             s.contains("a=fmtp:96 sprop-vps=") && s.contains(";sprop-pps="),
             "{s}"
         );
+        assert!(!s.contains("m=audio"));
+        let aac = AudioClip::load(&dir.join("audio-aac-16k.mp4")).unwrap().unwrap();
+        let s = describe(1, &h265, Some(&aac), 42);
+        let audio_at = s.find("m=audio 0 RTP/AVP 97\r\n").expect("audio medium");
+        assert!(s.find("m=video").unwrap() < audio_at, "{s}");
+        assert!(s[audio_at..].contains("a=control:trackID=1\r\n"), "{s}");
     }
 }

@@ -16,7 +16,7 @@ use super::sdp::PAYLOAD_TYPE;
 use super::sei;
 
 /// Interleave header (`$`, channel, length) + fixed RTP header.
-const HEADER_LEN: usize = 4 + 12;
+pub(crate) const HEADER_LEN: usize = 4 + 12;
 
 /// State of one session's outgoing RTP stream.
 #[derive(Debug)]
@@ -38,14 +38,22 @@ pub(crate) struct RtpSender {
     frame_idx: usize,
     /// Frames sent since the session start (the SEI tag's frame number).
     frames_sent: u64,
+    /// How many ppm the camera's RTP clock runs fast (negative: slow) against the pacing.
+    clock_ppm: i32,
     /// Headers (and the SEI tag) of the frame being written; reused.
     scratch: Vec<u8>,
 }
 
+/// `elapsed` ticks of real time as counted by a clock running `ppm` parts per million fast.
+pub(crate) fn drifted(elapsed: u64, ppm: i32) -> u64 {
+    let d = i128::from(elapsed) + i128::from(elapsed) * i128::from(ppm) / 1_000_000;
+    u64::try_from(d.max(0)).unwrap_or(u64::MAX)
+}
+
 impl RtpSender {
     /// A stream of `clip` for `camera` on interleaved `channel`, with random SSRC, initial
-    /// sequence number and timestamp.
-    pub(crate) fn new(camera: u32, clip: Arc<Clip>, channel: u8) -> Self {
+    /// sequence number and timestamp; its RTP clock runs `clock_ppm` ppm fast.
+    pub(crate) fn new(camera: u32, clip: Arc<Clip>, channel: u8, clock_ppm: i32) -> Self {
         RtpSender {
             camera,
             clip,
@@ -57,12 +65,18 @@ impl RtpSender {
             elapsed_90k: 0,
             frame_idx: 0,
             frames_sent: 0,
+            clock_ppm,
             scratch: Vec::with_capacity(4096),
         }
     }
 
     pub(crate) fn ssrc(&self) -> u32 {
         self.ssrc
+    }
+
+    /// The interleaved channel RTP goes out on.
+    pub(crate) fn channel(&self) -> u8 {
+        self.channel
     }
 
     /// Sequence number of the next packet (for RTP-Info, RFC 2326 §12.33).
@@ -107,15 +121,20 @@ impl RtpSender {
         self.frame_idx = 0;
     }
 
-    /// Moves RTP time by `by_90k` from the next frame on (a clock jump, for faults).
-    pub(crate) fn jump_rtp(&mut self, by_90k: i64) {
-        self.ts_base = self.ts_base.wrapping_add(by_90k as u32);
+    /// Moves RTP time by `by` from the next frame on (a clock jump, for faults).
+    pub(crate) fn jump_rtp(&mut self, by: Duration, forward: bool) {
+        let n = (by.as_secs_f64() * CLOCK_RATE as f64) as u32;
+        self.ts_base = if forward {
+            self.ts_base.wrapping_add(n)
+        } else {
+            self.ts_base.wrapping_sub(n)
+        };
     }
 
     fn rtp_timestamp(&self, cts_offset_90k: i64) -> u32 {
         // Truncation to 32 bits is the RTP timestamp's modular arithmetic.
         self.ts_base
-            .wrapping_add(self.elapsed_90k as u32)
+            .wrapping_add(drifted(self.elapsed_90k, self.clock_ppm) as u32)
             .wrapping_add(cts_offset_90k as u32)
     }
 
@@ -149,11 +168,11 @@ impl RtpSender {
                 let capture_no = self.frames_sent.saturating_add_signed(frame.capture_shift);
                 sei::write_tag_nal(clip.codec, self.camera, capture_no, &mut self.scratch);
                 sei_len = self.scratch.len() - hdr - HEADER_LEN;
-                let h = header(self.channel, marker, seq, ts, self.ssrc, sei_len);
+                let h = header(self.channel, PAYLOAD_TYPE, marker, seq, ts, self.ssrc, sei_len);
                 self.scratch[hdr..hdr + HEADER_LEN].copy_from_slice(&h);
             } else {
                 let p = &payloads[if i < sei_at { i } else { i - 1 }];
-                let h = header(self.channel, marker, seq, ts, self.ssrc, p.len());
+                let h = header(self.channel, PAYLOAD_TYPE, marker, seq, ts, self.ssrc, p.len());
                 self.scratch.extend_from_slice(&h);
             }
             seq = seq.wrapping_add(1);
@@ -197,7 +216,7 @@ impl RtpSender {
         let ts = self.rtp_timestamp(0);
         let mut buf = Vec::with_capacity(1024);
         // 1. Bad RTP version (RFC 3550 §5.1: V must be 2).
-        let mut h = header(self.channel, false, self.seq, ts, self.ssrc, 32);
+        let mut h = header(self.channel, PAYLOAD_TYPE, false, self.seq, ts, self.ssrc, 32);
         h[4] = 0x40 | (h[4] & 0x3F);
         buf.extend_from_slice(&h);
         buf.extend((0..32).map(|_| rand::random::<u8>()));
@@ -209,6 +228,7 @@ impl RtpSender {
         let body: Vec<u8> = (0..200).map(|_| rand::random::<u8>()).collect();
         buf.extend_from_slice(&header(
             self.channel,
+            PAYLOAD_TYPE,
             false,
             self.seq,
             ts,
@@ -230,8 +250,9 @@ impl RtpSender {
 
 /// Interleave header (RFC 2326 §10.12) + RTP fixed header (RFC 3550 §5.1) for a payload of
 /// `payload_len` bytes.
-fn header(
+pub(crate) fn header(
     channel: u8,
+    payload_type: u8,
     marker: bool,
     seq: u16,
     ts: u32,
@@ -251,7 +272,7 @@ fn header(
         len[0],
         len[1],
         0x80, // V=2, P=0, X=0, CC=0
-        (u8::from(marker) << 7) | PAYLOAD_TYPE,
+        (u8::from(marker) << 7) | payload_type,
         seq[0],
         seq[1],
         ts[0],
@@ -312,7 +333,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/h264-360p25-small.mp4");
         let clip = Arc::new(Clip::load(&path).unwrap());
         let n = clip.frames.len();
-        let mut s = RtpSender::new(9, clip.clone(), 0);
+        let mut s = RtpSender::new(9, clip.clone(), 0, 0);
         let (seq0, ts0) = (s.next_seq(), s.next_rtptime());
         let mut out = Vec::new();
         let mut frame_ts = Vec::new();
@@ -350,7 +371,7 @@ mod tests {
     async fn limited_frame_is_cut_without_marker() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/h264-720p25.mp4");
         let clip = Arc::new(Clip::load(&path).unwrap());
-        let mut s = RtpSender::new(1, clip, 0);
+        let mut s = RtpSender::new(1, clip, 0, 0);
         let total = s.next_packet_count();
         let mut out = Vec::new();
         s.send_frame(&mut out, Some(total / 2)).await.unwrap();

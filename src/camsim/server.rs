@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::audio::AudioClip;
 use super::auth::Authenticator;
 use super::clip::Clip;
 use super::config::{CamSimConfig, Fault, Pacing};
@@ -41,6 +42,10 @@ pub(crate) struct Camera {
     /// Clip with other parameters that `ChangeParams` switches to (and back).
     alternate: Option<Arc<Clip>>,
     active: Mutex<Arc<Clip>>,
+    /// Audio served as a second stream, if any.
+    pub audio: Option<Arc<AudioClip>>,
+    /// How many ppm the camera's RTP clock runs fast.
+    pub clock_ppm: i32,
     reject_auth_until: Mutex<Option<Instant>>,
     faults: broadcast::Sender<Fault>,
     pub counters: Counters,
@@ -193,9 +198,11 @@ impl CamSim {
     pub async fn start(cfg: CamSimConfig) -> Result<CamSim, CamSimError> {
         validate(&cfg)?;
         let specs = cfg.cameras.clone();
-        let clips = tokio::task::spawn_blocking(move || load_clips(&specs))
-            .await
-            .map_err(|e| CamSimError::Config(format!("clip loading task failed: {e}")))??;
+        let (clips, audio) = tokio::task::spawn_blocking(move || {
+            Ok::<_, CamSimError>((load_clips(&specs)?, load_audio(&specs)?))
+        })
+        .await
+        .map_err(|e| CamSimError::Config(format!("clip loading task failed: {e}")))??;
         let mut cameras = HashMap::new();
         for spec in &cfg.cameras {
             let (primary, alternate) = clips
@@ -209,6 +216,8 @@ impl CamSim {
                     active: Mutex::new(Arc::clone(&primary)),
                     primary,
                     alternate,
+                    audio: audio.get(&spec.id).cloned(),
+                    clock_ppm: spec.clock_ppm,
                     reject_auth_until: Mutex::new(None),
                     faults: broadcast::channel(16).0,
                     counters: Counters::default(),
@@ -336,6 +345,35 @@ fn load_clips(specs: &[super::CameraSpec]) -> Result<HashMap<PathBuf, ClipPair>,
             None => sibling_alternate(path, clip).map(Arc::new),
         };
         out.insert(path.clone(), (Arc::clone(clip), alternate));
+    }
+    Ok(out)
+}
+
+/// Loads each distinct audio source once (a camera's `audio` file, else its clip's own audio
+/// track) and returns the audio of each camera that has one, by camera id.
+fn load_audio(
+    specs: &[super::CameraSpec],
+) -> Result<HashMap<u32, Arc<AudioClip>>, CamSimError> {
+    let mut loaded: HashMap<PathBuf, Option<Arc<AudioClip>>> = HashMap::new();
+    let mut out = HashMap::new();
+    for s in specs {
+        let path = s.audio.as_ref().unwrap_or(&s.clip);
+        if !loaded.contains_key(path) {
+            let audio = AudioClip::load(path)?;
+            match &audio {
+                Some(a) => info!(audio = %path.display(), codec = a.codec_name(),
+                                 sample_rate = a.sample_rate, packets = a.packets.len(),
+                                 "audio packetized"),
+                None if s.audio.is_some() => {
+                    return Err(CamSimError::clip(path, "no audio track"));
+                }
+                None => {}
+            }
+            loaded.insert(path.clone(), audio.map(Arc::new));
+        }
+        if let Some(Some(a)) = loaded.get(path) {
+            out.insert(s.id, Arc::clone(a));
+        }
     }
     Ok(out)
 }

@@ -41,7 +41,7 @@ pub async fn run(args: DemoArgs) -> CmdResult {
     // Cameras and the main, on loopback.
     let cams = CamSim::start(CamSimConfig {
         listen: "127.0.0.1:0".parse::<SocketAddr>()?,
-        cameras: (1..=n).map(|id| CameraSpec { id, clip: clip.clone() }).collect(),
+        cameras: (1..=n).map(|id| CameraSpec::new(id, clip.clone())).collect(),
         pacing: Pacing::Realtime,
         auth: None,
         session_timeout: Duration::from_secs(60),

@@ -26,7 +26,7 @@ pub const H265_720: &str = "h265-720p25.mp4";
 pub async fn camsim(clips: &[&str]) -> CamSim {
     CamSim::start(CamSimConfig {
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        cameras: clips.iter().enumerate().map(|(i, c)| CameraSpec { id: i as u32 + 1, clip: fixture(c) }).collect(),
+        cameras: clips.iter().enumerate().map(|(i, c)| CameraSpec::new(i as u32 + 1, fixture(c))).collect(),
         pacing: Pacing::Realtime,
         auth: None,
         session_timeout: Duration::from_secs(60),
