@@ -60,13 +60,24 @@ fn streams(path: &Path) -> BTreeMap<String, (String, f64)> {
         .unwrap();
     assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut span: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    // (pts, duration) per stream; ffprobe gives no packet duration for FLAC in MP4: there the
+    // step to the next packet counts, and the last packet lasts as long as the one before.
+    let mut packets: BTreeMap<u64, Vec<(f64, Option<f64>)>> = BTreeMap::new();
     for p in v["packets"].as_array().unwrap() {
         let f = |k: &str| p[k].as_str().and_then(|x| x.parse::<f64>().ok());
-        let (Some(pts), Some(d)) = (f("pts_time"), f("duration_time")) else { continue };
-        let e = span.entry(p["stream_index"].as_u64().unwrap()).or_insert((f64::MAX, f64::MIN));
-        e.0 = e.0.min(pts);
-        e.1 = e.1.max(pts + d);
+        let Some(pts) = f("pts_time") else { continue };
+        packets.entry(p["stream_index"].as_u64().unwrap()).or_default().push((pts, f("duration_time")));
+    }
+    let mut span: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for (i, mut p) in packets {
+        p.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut step = 0.0;
+        let mut end = f64::MIN;
+        for (k, &(pts, d)) in p.iter().enumerate() {
+            step = d.or_else(|| p.get(k + 1).map(|n| n.0 - pts)).unwrap_or(step);
+            end = end.max(pts + step);
+        }
+        span.insert(i, (p[0].0, end));
     }
     v["streams"]
         .as_array()

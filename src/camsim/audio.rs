@@ -4,7 +4,7 @@
 //! continuous timestamps and paced on the same session clock as the video.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -263,7 +263,7 @@ impl AudioSender {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> PathBuf {
+    fn fixture(name: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
     }
 
