@@ -115,12 +115,13 @@ fn run(args: &Args) -> Result<bool, String> {
         free as f64 / 1e9
     );
     eprintln!(
-        "ingest: {} channels × {} s {} of {} ({:.2} Mbit/s each); {dir_desc}",
+        "ingest: {} channels × {} s {} of {} ({:.2} Mbit/s each), audio {}; {dir_desc}",
         args.channels,
         args.seconds,
         args.mode.as_str(),
         args.clip.display(),
-        clip.bitrate_bps as f64 / 1e6
+        clip.bitrate_bps as f64 / 1e6,
+        args.audio.as_str()
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -235,6 +236,7 @@ fn phases(
         "mode": args.mode.as_str(),
         "channels": args.channels,
         "seconds": args.seconds,
+        "audio": args.audio.as_str(),
         "clip": {
             "path": args.clip.display().to_string(), "codec": clip.codec, "width": clip.width, "height": clip.height,
             "fps": clip.fps, "frames": clip.frames, "gop_frames": clip.gop_frames, "bitrate_bps": clip.bitrate_bps,

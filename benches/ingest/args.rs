@@ -38,11 +38,41 @@ impl Peer {
     }
 }
 
+/// Audio every camera serves beside its video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audio {
+    None,
+    /// AAC-LC 16 kHz mono (`fixtures/audio-aac-16k.mp4`), recorded as is.
+    Aac,
+    /// G.711 µ-law 8 kHz (`fixtures/audio-pcmu-8k.mov`), recorded as FLAC.
+    Pcmu,
+}
+
+impl Audio {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Audio::None => "none",
+            Audio::Aac => "aac",
+            Audio::Pcmu => "pcmu",
+        }
+    }
+
+    /// The fixture camsim takes the audio from.
+    pub fn fixture(self) -> Option<PathBuf> {
+        match self {
+            Audio::None => None,
+            Audio::Aac => Some(from_repo("fixtures/audio-aac-16k.mp4")),
+            Audio::Pcmu => Some(from_repo("fixtures/audio-pcmu-8k.mov")),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Args {
     pub channels: u32,
     pub seconds: u64,
     pub clip: PathBuf,
+    pub audio: Audio,
     pub mode: Mode,
     /// Parent of the run directory (volumes, catalog, peer and floor output).
     pub dir: PathBuf,
@@ -64,6 +94,7 @@ usage: cargo bench --bench ingest -- [options]
   --channels N          cameras and channels (default 100)
   --seconds S           recording time per phase (default 60)
   --clip FILE           clip camsim loops (default fixtures/h264-1080p25.mp4)
+  --audio none|aac|pcmu audio on every camera besides the clip's video (default none)
   --mode realtime|flatout
                         camsim paces frames in real time (default) or as fast as read
   --dir PATH            where the run directory goes (default target/bench-ingest)
@@ -116,6 +147,7 @@ impl Args {
             channels: 100,
             seconds: 60,
             clip: from_repo("fixtures/h264-1080p25.mp4"),
+            audio: Audio::None,
             mode: Mode::Realtime,
             dir: target_dir().join("bench-ingest"),
             peer: Peer::Ffmpeg,
@@ -171,6 +203,16 @@ impl Args {
                         "flatout" => Mode::Flatout,
                         other => {
                             return Err(format!("--mode {other:?}: expected realtime or flatout"))
+                        }
+                    }
+                }
+                "--audio" => {
+                    a.audio = match value(name)?.as_str() {
+                        "none" => Audio::None,
+                        "aac" => Audio::Aac,
+                        "pcmu" => Audio::Pcmu,
+                        other => {
+                            return Err(format!("--audio {other:?}: expected none, aac or pcmu"))
                         }
                     }
                 }

@@ -37,10 +37,12 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl Camsim {
-    /// Starts `cameras` cameras looping `clip`; returns once the port accepts connections.
+    /// Starts `cameras` cameras looping `clip` (and `audio`'s audio track); returns once the
+    /// port accepts connections.
     pub fn start(
         cameras: u32,
         clip: &Path,
+        audio: Option<&Path>,
         fast: bool,
         session_timeout_s: u64,
         log: &Path,
@@ -62,6 +64,7 @@ impl Camsim {
                 ])
                 .arg("--clip")
                 .arg(clip)
+                .args(audio.iter().flat_map(|a| [std::ffi::OsStr::new("--audio"), a.as_os_str()]))
                 .args(["--session-timeout", &session_timeout_s.to_string()])
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())

@@ -181,6 +181,7 @@ pub fn run(
     let camsim = Camsim::start(
         args.channels,
         &args.clip,
+        args.audio.fixture().as_deref(),
         args.mode == Mode::Flatout,
         args.seconds + 120,
         &dir.join("camsim.log"),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::args::{Args, Mode, Peer};
+use crate::args::{Args, Audio, Mode, Peer};
 use crate::camsim::{Camsim, Sent};
 use crate::sys::{self, Cpu};
 
@@ -49,7 +49,9 @@ pub fn available(peer: Peer) -> Result<PathBuf, String> {
     })
 }
 
-fn command(peer: Peer, exe: &Path, url: &str, out_dir: &Path, codec: &str) -> Command {
+/// The peer's command for one camera. GStreamer records the video only; ffmpeg copies AAC and,
+/// like Understudy, turns G.711 into FLAC (MP4 cannot hold G.711 for browsers).
+fn command(peer: Peer, audio: Audio, exe: &Path, url: &str, out_dir: &Path, codec: &str) -> Command {
     let pattern = out_dir.join("out%03d.mp4").display().to_string();
     let mut c = Command::new(exe);
     match peer {
@@ -86,6 +88,11 @@ fn command(peer: Peer, exe: &Path, url: &str, out_dir: &Path, codec: &str) -> Co
                 url,
                 "-c",
                 "copy",
+            ]);
+            if audio == Audio::Pcmu {
+                c.args(["-c:a", "flac", "-strict", "-2"]);
+            }
+            c.args([
                 "-f",
                 "segment",
                 "-segment_time",
@@ -110,6 +117,7 @@ pub fn run(
     let camsim = Camsim::start(
         args.channels,
         &args.clip,
+        args.audio.fixture().as_deref(),
         args.mode == Mode::Flatout,
         args.seconds + 120,
         &dir.join("camsim.log"),
@@ -123,7 +131,7 @@ pub fn run(
         std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
         let log = std::fs::File::create(out.join("stderr.log"))
             .map_err(|e| format!("creating a log in {}: {e}", out.display()))?;
-        let child = command(args.peer, exe, &camsim.url(ch), &out, codec)
+        let child = command(args.peer, args.audio, exe, &camsim.url(ch), &out, codec)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

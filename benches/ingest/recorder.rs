@@ -78,6 +78,7 @@ pub fn run(
     let camsim = Camsim::start(
         args.channels,
         &args.clip,
+        args.audio.fixture().as_deref(),
         fast,
         args.seconds + 120,
         &dir.join("camsim.log"),

@@ -131,7 +131,7 @@ pub fn table(
     let (u, peer, floor) = (r.u, r.peer, r.floor);
     let mut out = String::new();
     out.push_str(&format!(
-        "\n== ingest: {} channels × {} s, {}, {} ({}x{} {}, {:.2} Mbit/s, GOP {} frames = {:.1} s)\n   {}\n   {}\n\n",
+        "\n== ingest: {} channels × {} s, {}, {} ({}x{} {}, {:.2} Mbit/s, GOP {} frames = {:.1} s), audio {}\n   {}\n   {}\n\n",
         args.channels,
         args.seconds,
         args.mode.as_str(),
@@ -142,6 +142,7 @@ pub fn table(
         clip.bitrate_bps as f64 / 1e6,
         clip.gop_frames,
         clip.gop_seconds(),
+        args.audio.as_str(),
         dir_desc,
         args.command
     ));

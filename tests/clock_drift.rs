@@ -1,0 +1,84 @@
+//! Cameras whose RTP clock runs fast or slow against wall time (camsim `--clock-ppm`), recorded
+//! by `understudy run` (issue 8): the recorder slews at most ~500 ppm, so a clock 5 % off
+//! drifts past the 1 s threshold within about 20 s; each time the run must end and re-anchor
+//! to wall time with a `time_reanchored` event, recordings must stay within 1 s of wall time
+//! and no sample may last under 1 ms or over 10 s. (The issue's 2,000 ppm needs ~11 min to
+//! cross 1 s after slewing; it is measured by hand, see benches/README.md.)
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use understudy::camsim::{CamSim, CamSimConfig, CameraSpec, Pacing};
+
+/// 5 %: with 500 ppm of slew the error still grows ~1 s every 20 s.
+const PPM: i32 = 50_000;
+
+/// Decode times of the video packets, 90 kHz.
+fn dts(path: &Path) -> Vec<i64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=dts", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe {}", path.display());
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect()
+}
+
+/// Acceptance (issue 8, timestamp faults): a fast (camera 1) and a slow (camera 2) clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drifting_clocks_reanchor_to_wall_time() {
+    let mut fast = CameraSpec::new(1, fixture(H264));
+    fast.clock_ppm = PPM;
+    let mut slow = CameraSpec::new(2, fixture(H264));
+    slow.clock_ppm = -PPM;
+    let sim = CamSim::start(CamSimConfig {
+        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        cameras: vec![fast, slow],
+        pacing: Pacing::Realtime,
+        auth: None,
+        session_timeout: Duration::from_secs(60),
+    })
+    .await
+    .expect("camsim starts");
+    let cams: String = (1..=2).map(|i| format!("[[camera]]\nchannel = {i}\nurl = \"{}\"\n\n", sim.url(i))).collect();
+    let setup = Setup::new(2, "segment_duration = \"10s\"", &cams);
+    let started = understudy::commands::time::now_90k();
+    let mut child = setup.spawn_run();
+    let ok = wait_until_async(Duration::from_secs(30), || (1..=2).all(|ch| !setup.segment_files(ch).is_empty())).await;
+    assert!(ok, "no recording: {}", setup.log());
+    // Until each channel re-anchored at least once (about 20 s; generous for a loaded box).
+    let reanchors = |ch: i64| -> usize {
+        setup.api_get("/api/events?limit=1000").map_or(0, |e| {
+            e["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "time_reanchored" && e["channel"] == ch).count()
+        })
+    };
+    let ok = wait_until_async(Duration::from_secs(60), || reanchors(1) >= 1 && reanchors(2) >= 1).await;
+    sigterm(&mut child);
+    assert!(wait_exit(&mut child.0, Duration::from_secs(30)).is_some(), "understudy did not stop");
+    let ended = understudy::commands::time::now_90k();
+    assert!(ok, "no time_reanchored event on both channels within 60 s ({}, {}): {}", reanchors(1), reanchors(2), setup.log());
+
+    for ch in 1..=2 {
+        let recs = setup.recordings(ch);
+        assert!(recs.len() >= 2, "channel {ch}: a run per anchor: {recs:?}");
+        for r in &recs {
+            let (s, e) = (r["start_90k"].as_i64().unwrap(), r["end_90k"].as_i64().unwrap());
+            // Within 1 s of wall time: nothing before the start, nothing in the future.
+            assert!(s >= started - 90_000, "channel {ch}: {r} starts before the run ({started})");
+            assert!(e <= ended + 90_000, "channel {ch}: {r} ends after {ended} + 1 s");
+        }
+        for f in setup.segment_files(ch) {
+            ffmpeg_decodes(&f).unwrap();
+            for w in dts(&f).windows(2) {
+                let d = w[1] - w[0];
+                assert!((90..=900_000).contains(&d), "{}: sample duration {d} ticks", f.display());
+            }
+        }
+    }
+    sim.shutdown().await;
+}
