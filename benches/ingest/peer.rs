@@ -90,7 +90,8 @@ fn command(peer: Peer, audio: Audio, exe: &Path, url: &str, out_dir: &Path, code
                 "copy",
             ]);
             if audio == Audio::Pcmu {
-                c.args(["-c:a", "flac", "-strict", "-2"]);
+                // FLAC in MP4 is "experimental" to ffmpeg 5.1's mp4 muxer, inside segment.
+                c.args(["-c:a", "flac", "-segment_format_options", "strict=experimental"]);
             }
             c.args([
                 "-f",

@@ -367,6 +367,13 @@ mod tests {
         );
     }
 
+    #[test]
+    fn drifted_clock() {
+        assert_eq!(drifted(90_000, 0), 90_000);
+        assert_eq!(drifted(90_000_000, 2_000), 90_180_000);
+        assert_eq!(drifted(90_000_000, -50_000), 85_500_000);
+    }
+
     #[tokio::test]
     async fn limited_frame_is_cut_without_marker() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/h264-720p25.mp4");
