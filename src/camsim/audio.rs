@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::error::CamSimError;
 use super::mp4::{self, AudioCodec};
-use super::sender::{drifted, header, HEADER_LEN};
+use super::sender::{header, RtpStream, HEADER_LEN};
 
 /// Dynamic RTP payload type of AAC; PCMU has the static type 0 (RFC 3551 Table 4).
 const AAC_PAYLOAD_TYPE: u8 = 97;
@@ -166,69 +166,51 @@ fn hex(b: &[u8]) -> String {
 #[derive(Debug)]
 pub(crate) struct AudioSender {
     clip: Arc<AudioClip>,
-    channel: u8,
-    ssrc: u32,
-    seq: u16,
-    ts_base: u32,
-    /// The session clock shared with the video (see [`AudioSender::start`]).
-    start: Instant,
+    /// Started on the session clock shared with the video (see [`AudioSender::start`]).
+    stream: RtpStream,
     /// Samples sent since the session start.
     elapsed: u64,
     idx: usize,
-    /// How many ppm the camera's RTP clock runs fast.
-    clock_ppm: i32,
     buf: Vec<u8>,
 }
 
 impl AudioSender {
     pub(crate) fn new(clip: Arc<AudioClip>, channel: u8, clock_ppm: i32) -> Self {
+        let stream = RtpStream::new(channel, clip.sample_rate, clock_ppm);
         AudioSender {
             clip,
-            channel,
-            ssrc: rand::random(),
-            seq: rand::random(),
-            ts_base: rand::random(),
-            start: Instant::now(),
+            stream,
             elapsed: 0,
             idx: 0,
-            clock_ppm,
             buf: Vec::with_capacity(1024),
         }
     }
 
     pub(crate) fn ssrc(&self) -> u32 {
-        self.ssrc
+        self.stream.ssrc
     }
 
     pub(crate) fn next_seq(&self) -> u16 {
-        self.seq
+        self.stream.seq
     }
 
     /// RTP timestamp of the next packet (for RTP-Info).
     pub(crate) fn next_rtptime(&self) -> u32 {
-        self.ts_base
-            .wrapping_add(drifted(self.elapsed, self.clock_ppm) as u32)
+        self.stream.timestamp(self.elapsed, 0)
     }
 
     pub(crate) fn start(&mut self, now: Instant) {
-        self.start = now;
+        self.stream.start = now;
     }
 
     /// When the next packet is due under realtime pacing.
     pub(crate) fn next_deadline(&self) -> Instant {
-        let nanos =
-            u128::from(self.elapsed) * 1_000_000_000 / u128::from(self.clip.sample_rate.max(1));
-        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        self.stream.deadline(self.elapsed)
     }
 
     /// Moves RTP time by `by` (a clock jump, for faults).
     pub(crate) fn jump_rtp(&mut self, by: Duration, forward: bool) {
-        let n = (by.as_secs_f64() * f64::from(self.clip.sample_rate)) as u32;
-        self.ts_base = if forward {
-            self.ts_base.wrapping_add(n)
-        } else {
-            self.ts_base.wrapping_sub(n)
-        };
+        self.stream.jump(by, forward);
     }
 
     /// Writes the next packet (marker set: each is a whole access unit, RFC 3640 §3.2.1;
@@ -239,20 +221,21 @@ impl AudioSender {
         let p = &clip.packets[self.idx];
         let marker = matches!(clip.codec, AudioCodec::Aac { .. });
         let ts = self.next_rtptime();
+        let st = &self.stream;
         let h = header(
-            self.channel,
+            st.channel,
             clip.payload_type(),
             marker,
-            self.seq,
+            st.seq,
             ts,
-            self.ssrc,
+            st.ssrc,
             p.payload.len(),
         );
         self.buf.clear();
         self.buf.extend_from_slice(&h);
         self.buf.extend_from_slice(&p.payload);
         w.write_all(&self.buf).await?;
-        self.seq = self.seq.wrapping_add(1);
+        self.stream.seq = self.stream.seq.wrapping_add(1);
         self.elapsed += u64::from(p.samples);
         self.idx = (self.idx + 1) % clip.packets.len();
         Ok(HEADER_LEN + p.payload.len())
@@ -317,6 +300,6 @@ mod tests {
         for (i, t) in ts.iter().enumerate() {
             assert_eq!(t.wrapping_sub(ts0), 160 * i as u32);
         }
-        assert_eq!(s.next_deadline() - s.start, Duration::from_millis(20 * (n as u64 + 3)));
+        assert_eq!(s.next_deadline() - s.stream.start, Duration::from_millis(20 * (n as u64 + 3)));
     }
 }

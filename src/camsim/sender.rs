@@ -23,14 +23,7 @@ pub(crate) const HEADER_LEN: usize = 4 + 12;
 pub(crate) struct RtpSender {
     camera: u32,
     clip: Arc<Clip>,
-    channel: u8,
-    ssrc: u32,
-    /// Sequence number of the next packet.
-    seq: u16,
-    /// RTP timestamp of the session's first frame (random, RFC 3550 §5.1).
-    ts_base: u32,
-    /// When the session started playing; frame deadlines are relative to it.
-    start: Instant,
+    stream: RtpStream,
     /// Decode time of the next frame since the session start, 90 kHz. Grows across loops and
     /// clip switches, so timestamps never jump backwards.
     elapsed_90k: u64,
@@ -38,8 +31,6 @@ pub(crate) struct RtpSender {
     frame_idx: usize,
     /// Frames sent since the session start (the SEI tag's frame number).
     frames_sent: u64,
-    /// How many ppm the camera's RTP clock runs fast (negative: slow) against the pacing.
-    clock_ppm: i32,
     /// Headers (and the SEI tag) of the frame being written; reused.
     scratch: Vec<u8>,
 }
@@ -50,6 +41,62 @@ pub(crate) fn drifted(elapsed: u64, ppm: i32) -> u64 {
     u64::try_from(d.max(0)).unwrap_or(u64::MAX)
 }
 
+/// What every RTP stream of a session (video, audio) keeps: its interleaved channel, SSRC,
+/// next sequence number and random timestamp base (RFC 3550 §5.1), and the session clock it is
+/// paced on, with the camera's clock error.
+#[derive(Debug)]
+pub(crate) struct RtpStream {
+    pub channel: u8,
+    pub ssrc: u32,
+    /// Sequence number of the next packet.
+    pub seq: u16,
+    /// RTP timestamp at the session start.
+    ts_base: u32,
+    /// When the session started playing; deadlines are relative to it.
+    pub start: Instant,
+    clock_rate: u32,
+    /// How many ppm the camera's RTP clock runs fast (negative: slow) against the pacing.
+    clock_ppm: i32,
+}
+
+impl RtpStream {
+    pub(crate) fn new(channel: u8, clock_rate: u32, clock_ppm: i32) -> Self {
+        RtpStream {
+            channel,
+            ssrc: rand::random(),
+            seq: rand::random(),
+            ts_base: rand::random(),
+            start: Instant::now(),
+            clock_rate: clock_rate.max(1),
+            clock_ppm,
+        }
+    }
+
+    /// The RTP timestamp of media time `elapsed` (clock ticks since the start) + `offset`.
+    /// Truncation to 32 bits is the RTP timestamp's modular arithmetic.
+    pub(crate) fn timestamp(&self, elapsed: u64, offset: i64) -> u32 {
+        self.ts_base
+            .wrapping_add(drifted(elapsed, self.clock_ppm) as u32)
+            .wrapping_add(offset as u32)
+    }
+
+    /// When media time `elapsed` is due under realtime pacing.
+    pub(crate) fn deadline(&self, elapsed: u64) -> Instant {
+        let nanos = u128::from(elapsed) * 1_000_000_000 / u128::from(self.clock_rate);
+        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Moves RTP time by `by` from the next packet on (a clock jump, for faults).
+    pub(crate) fn jump(&mut self, by: Duration, forward: bool) {
+        let n = (by.as_secs_f64() * f64::from(self.clock_rate)) as u32;
+        self.ts_base = if forward {
+            self.ts_base.wrapping_add(n)
+        } else {
+            self.ts_base.wrapping_sub(n)
+        };
+    }
+}
+
 impl RtpSender {
     /// A stream of `clip` for `camera` on interleaved `channel`, with random SSRC, initial
     /// sequence number and timestamp; its RTP clock runs `clock_ppm` ppm fast.
@@ -57,31 +104,26 @@ impl RtpSender {
         RtpSender {
             camera,
             clip,
-            channel,
-            ssrc: rand::random(),
-            seq: rand::random(),
-            ts_base: rand::random(),
-            start: Instant::now(),
+            stream: RtpStream::new(channel, CLOCK_RATE as u32, clock_ppm),
             elapsed_90k: 0,
             frame_idx: 0,
             frames_sent: 0,
-            clock_ppm,
             scratch: Vec::with_capacity(4096),
         }
     }
 
     pub(crate) fn ssrc(&self) -> u32 {
-        self.ssrc
+        self.stream.ssrc
     }
 
     /// The interleaved channel RTP goes out on.
     pub(crate) fn channel(&self) -> u8 {
-        self.channel
+        self.stream.channel
     }
 
     /// Sequence number of the next packet (for RTP-Info, RFC 2326 §12.33).
     pub(crate) fn next_seq(&self) -> u16 {
-        self.seq
+        self.stream.seq
     }
 
     /// RTP timestamp of the next frame (for RTP-Info).
@@ -95,13 +137,12 @@ impl RtpSender {
 
     /// Starts the realtime clock: frame deadlines are relative to `now`.
     pub(crate) fn start(&mut self, now: Instant) {
-        self.start = now;
+        self.stream.start = now;
     }
 
     /// When the next frame is due under realtime pacing.
     pub(crate) fn next_deadline(&self) -> Instant {
-        let nanos = u128::from(self.elapsed_90k) * 1_000_000_000 / u128::from(CLOCK_RATE);
-        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        self.stream.deadline(self.elapsed_90k)
     }
 
     /// Whether the next frame is a key frame.
@@ -123,19 +164,11 @@ impl RtpSender {
 
     /// Moves RTP time by `by` from the next frame on (a clock jump, for faults).
     pub(crate) fn jump_rtp(&mut self, by: Duration, forward: bool) {
-        let n = (by.as_secs_f64() * CLOCK_RATE as f64) as u32;
-        self.ts_base = if forward {
-            self.ts_base.wrapping_add(n)
-        } else {
-            self.ts_base.wrapping_sub(n)
-        };
+        self.stream.jump(by, forward);
     }
 
     fn rtp_timestamp(&self, cts_offset_90k: i64) -> u32 {
-        // Truncation to 32 bits is the RTP timestamp's modular arithmetic.
-        self.ts_base
-            .wrapping_add(drifted(self.elapsed_90k, self.clock_ppm) as u32)
-            .wrapping_add(cts_offset_90k as u32)
+        self.stream.timestamp(self.elapsed_90k, cts_offset_90k)
     }
 
     /// Writes the next frame: the SEI tag after any in-band parameter sets, then the rest,
@@ -158,7 +191,8 @@ impl RtpSender {
         // Headers, in send order; the SEI tag's NAL follows its header in `scratch`.
         self.scratch.clear();
         let mut sei_len = 0;
-        let mut seq = self.seq;
+        let (channel, ssrc) = (self.stream.channel, self.stream.ssrc);
+        let mut seq = self.stream.seq;
         for i in 0..count {
             let marker = i + 1 == total;
             if i == sei_at {
@@ -168,11 +202,11 @@ impl RtpSender {
                 let capture_no = self.frames_sent.saturating_add_signed(frame.capture_shift);
                 sei::write_tag_nal(clip.codec, self.camera, capture_no, &mut self.scratch);
                 sei_len = self.scratch.len() - hdr - HEADER_LEN;
-                let h = header(self.channel, PAYLOAD_TYPE, marker, seq, ts, self.ssrc, sei_len);
+                let h = header(channel, PAYLOAD_TYPE, marker, seq, ts, ssrc, sei_len);
                 self.scratch[hdr..hdr + HEADER_LEN].copy_from_slice(&h);
             } else {
                 let p = &payloads[if i < sei_at { i } else { i - 1 }];
-                let h = header(self.channel, PAYLOAD_TYPE, marker, seq, ts, self.ssrc, p.len());
+                let h = header(channel, PAYLOAD_TYPE, marker, seq, ts, ssrc, p.len());
                 self.scratch.extend_from_slice(&h);
             }
             seq = seq.wrapping_add(1);
@@ -197,7 +231,7 @@ impl RtpSender {
         }
         write_all_vectored(w, &mut iov).await?;
 
-        self.seq = seq;
+        self.stream.seq = seq;
         if count == total {
             self.elapsed_90k += frame.duration_90k;
             self.frame_idx = (self.frame_idx + 1) % clip.frames.len();
@@ -214,9 +248,12 @@ impl RtpSender {
         w: &mut W,
     ) -> io::Result<usize> {
         let ts = self.rtp_timestamp(0);
+        let RtpStream {
+            channel, ssrc, seq, ..
+        } = self.stream;
         let mut buf = Vec::with_capacity(1024);
         // 1. Bad RTP version (RFC 3550 §5.1: V must be 2).
-        let mut h = header(self.channel, PAYLOAD_TYPE, false, self.seq, ts, self.ssrc, 32);
+        let mut h = header(channel, PAYLOAD_TYPE, false, seq, ts, ssrc, 32);
         h[4] = 0x40 | (h[4] & 0x3F);
         buf.extend_from_slice(&h);
         buf.extend((0..32).map(|_| rand::random::<u8>()));
@@ -227,22 +264,22 @@ impl RtpSender {
         };
         let body: Vec<u8> = (0..200).map(|_| rand::random::<u8>()).collect();
         buf.extend_from_slice(&header(
-            self.channel,
+            channel,
             PAYLOAD_TYPE,
             false,
-            self.seq,
+            seq,
             ts,
-            self.ssrc,
+            ssrc,
             fu.len() + body.len(),
         ));
         buf.extend_from_slice(fu);
         buf.extend_from_slice(&body);
-        self.seq = self.seq.wrapping_add(1);
+        self.stream.seq = seq.wrapping_add(1);
         // 3. Random bytes inside a valid interleaved frame.
-        buf.extend_from_slice(&[b'$', self.channel, 0x01, 0x2C]); // 300 bytes
+        buf.extend_from_slice(&[b'$', channel, 0x01, 0x2C]); // 300 bytes
         buf.extend((0..300).map(|_| rand::random::<u8>()));
         // 4. A frame too short to hold an RTP header.
-        buf.extend_from_slice(&[b'$', self.channel, 0, 4, 0x80, PAYLOAD_TYPE, 0, 1]);
+        buf.extend_from_slice(&[b'$', channel, 0, 4, 0x80, PAYLOAD_TYPE, 0, 1]);
         w.write_all(&buf).await?;
         Ok(buf.len())
     }
@@ -362,7 +399,7 @@ mod tests {
         let idr_count = nals.iter().filter(|n| n[0] & 0x1F == 5).count();
         assert!(idr_count >= 4, "3 IDRs in the clip + 1 after the loop");
         assert_eq!(
-            s.next_deadline() - s.start,
+            s.next_deadline() - s.stream.start,
             Duration::from_millis(40 * (n as u64 + 2))
         );
     }
