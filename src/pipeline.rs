@@ -15,6 +15,7 @@ use understudy_storage::telemetry::Heartbeat;
 use understudy_storage::{ChannelWriter, DurableStats, InputAudio, InputFrame, Store, TrackParams};
 
 use crate::config;
+use crate::failover::Handoff;
 use crate::station::StationError;
 
 /// Bitrate assumed for volume placement before a channel has measured its own.
@@ -41,14 +42,26 @@ impl RecordingChannel {
     /// Starts ingest and the writer thread for `cam`. Must be called inside a tokio runtime.
     /// `takeover`: the camera is a main's (its footage is protected from retention longer).
     pub fn start(store: &Store, cam: &config::Camera, server: &config::Server, takeover: bool, shutdown: CancellationToken) -> Result<Self, StationError> {
+        Self::start_with(store, cam, server, takeover, shutdown, None)
+    }
+
+    /// As `start`, or, given a standby session (`handoff`), records that session instead of
+    /// opening one: its held frames first, then its queue, then what it receives next.
+    pub fn start_with(store: &Store, cam: &config::Camera, server: &config::Server, takeover: bool, shutdown: CancellationToken, handoff: Option<Handoff>) -> Result<Self, StationError> {
         let mut writer = store.channel_writer(cam.channel, EXPECTED_BITRATE_BPS)?;
         writer.set_takeover(takeover);
         let durable = writer.stats();
-        let spec = channel_spec(cam, server);
-        let (tx, rx) = mpsc::channel(spec.queue_frames);
-        // Every line logged for this channel (ingest task, writer thread) carries these fields.
-        let span = tracing::info_span!("channel", channel = cam.channel, main = %cam.owner, camera = %cam.label);
-        let ingest = span.in_scope(|| understudy_recorder::spawn_channel(spec, tx, shutdown));
+        let (ingest, rx, held, span) = match handoff {
+            Some(h) => (h.ingest, h.rx, h.held, h.span),
+            None => {
+                let spec = channel_spec(cam, server);
+                let (tx, rx) = mpsc::channel(spec.queue_frames);
+                // Every line logged for this channel (ingest task, writer thread) carries these fields.
+                let span = tracing::info_span!("channel", channel = cam.channel, main = %cam.owner, camera = %cam.label);
+                let ingest = span.in_scope(|| understudy_recorder::spawn_channel(spec, tx, shutdown));
+                (ingest, rx, Vec::new(), span)
+            }
+        };
         let (channel, camera) = (cam.channel, cam.label.clone());
         let thread_camera = camera.clone();
         let thread_span = span.clone();
@@ -58,7 +71,7 @@ impl RecordingChannel {
             .name(format!("ch{channel:03}-writer"))
             .spawn({
                 let store = store.clone();
-                move || thread_span.in_scope(|| writer_loop(rx, writer, &store, channel, &thread_camera, &beat))
+                move || thread_span.in_scope(|| writer_loop(held, rx, writer, &store, channel, &thread_camera, &beat))
             })
             .map_err(|source| StationError::Thread { channel, source })?;
         span.in_scope(|| info!(url = %cam.url, "channel started"));
@@ -137,14 +150,16 @@ fn same_key(k: &ParamsKey, v: &Arc<VideoParams>, a: &Option<Arc<AudioParams>>) -
 /// durability; the queue holds ~10 s, so it cannot fill in 100 ms.
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The writer thread: pops frames and writes them until the queue closes.
-fn writer_loop(mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, store: &Store, channel: u32, camera: &str, heartbeat: &Heartbeat) {
+/// The writer thread: writes the `held` items (a hot standby's prebuffer), then pops frames and
+/// writes them until the queue closes.
+fn writer_loop(held: Vec<IngestItem>, mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, store: &Store, channel: u32, camera: &str, heartbeat: &Heartbeat) {
     use tokio::sync::mpsc::error::TryRecvError;
     // The recorder hands the same `Arc`s until parameters change; map them once.
     let mut params: Option<(ParamsKey, Arc<TrackParams>)> = None;
+    let mut held = held.into_iter();
     loop {
         heartbeat.beat();
-        let item = match rx.try_recv() {
+        let item = match held.next().map_or_else(|| rx.try_recv(), Ok) {
             Ok(item) => item,
             Err(TryRecvError::Empty) => {
                 std::thread::sleep(DRAIN_EVERY);

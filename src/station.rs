@@ -14,6 +14,7 @@ use understudy_storage::{DurableStats, Store};
 
 use crate::chanstate::{self, ChannelHealth, Watch};
 use crate::config::{Camera, Config};
+use crate::failover::Handoff;
 use crate::pipeline::RecordingChannel;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,13 +94,18 @@ impl Station {
 
     /// Starts recording `cam` on its channel.
     pub fn start(&self, cam: &Camera) -> Result<Arc<DurableStats>, StationError> {
+        self.start_with(cam, None)
+    }
+
+    /// Starts recording `cam` on its channel, from its standby session when one is given.
+    pub fn start_with(&self, cam: &Camera, handoff: Option<Handoff>) -> Result<Arc<DurableStats>, StationError> {
         let mut chans = self.lock();
         if let Some(c) = chans.get(&cam.channel) {
             return Err(StationError::ChannelBusy { channel: cam.channel, camera: c.camera.clone() });
         }
         // A camera of the config's own `[[camera]]` list is local; anything else is a main's.
         let takeover = !self.cfg.cameras.iter().any(|c| c.channel == cam.channel && c.url == cam.url);
-        let rc = RecordingChannel::start(&self.store, cam, &self.cfg.server, takeover, self.shutdown.child_token())?;
+        let rc = RecordingChannel::start_with(&self.store, cam, &self.cfg.server, takeover, self.shutdown.child_token(), handoff)?;
         let durable = rc.durable().clone();
         chans.insert(cam.channel, rc);
         Ok(durable)

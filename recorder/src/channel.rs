@@ -125,6 +125,8 @@ impl Channel {
         };
         let mut session = match opened {
             Ok(s) => s,
+            // A warm standby session set up afresh: not a failure, no backoff.
+            Err(SessionError::WarmRefresh) => return Phase::Connecting,
             Err(error) => return Phase::Backoff { error },
         };
         self.stats.add_session();

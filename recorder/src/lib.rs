@@ -48,8 +48,8 @@ pub use audio::{AudioFrame, AudioParams};
 pub use backoff::Backoff;
 pub use frame::{Codec, Frame, IngestItem, ParamsError, VideoParams};
 pub use spec::{
-    ChannelSpec, Credentials, ParseTransportError, TransportPolicy, DEFAULT_QUEUE_FRAMES,
-    DEFAULT_STALL_TIMEOUT,
+    ChannelSpec, Credentials, ParseTransportError, PlayGate, TransportPolicy,
+    DEFAULT_QUEUE_FRAMES, DEFAULT_STALL_TIMEOUT, WARM_REFRESH,
 };
 pub use stats::{ChannelSnapshot, ChannelState, ChannelStats};
 

@@ -46,6 +46,9 @@ pub(crate) enum SessionError {
     Stalled(Duration),
     #[error("the server ended the stream")]
     Ended,
+    /// A warm session held set up for `WARM_REFRESH` without PLAY: replaced by a fresh one.
+    #[error("warm session refreshed")]
+    WarmRefresh,
 }
 
 impl SessionError {
@@ -165,6 +168,11 @@ impl Session {
             Some(ParametersRef::Video(p)) => Some(Arc::new(VideoParams::from_retina(p)?)),
             _ => None,
         };
+        if let Some(gate) = &spec.play_gate {
+            if !gate.wait().await {
+                return Err(SessionError::WarmRefresh);
+            }
+        }
         let playing = bounded(
             "PLAY",
             &spec.url,

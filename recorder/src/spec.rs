@@ -111,6 +111,56 @@ pub struct ChannelSpec {
     /// Record the camera's first audio track (AAC, or G.711 stored as FLAC). `false` for sites
     /// where recording sound is not allowed.
     pub audio: bool,
+    /// Warm standby: DESCRIBE and SETUP, then wait for the gate before PLAY (see [`PlayGate`]).
+    pub play_gate: Option<PlayGate>,
+}
+
+/// Holds a session between SETUP and PLAY until [`PlayGate::open`]: a warm standby that keeps
+/// the camera described and set up without receiving its stream. RTSP servers expire a session
+/// that is not playing after their timeout (60 s by default, RFC 2326 section 12.37) and retina
+/// sends keep-alives only while playing, so a held session is set up afresh every
+/// [`WARM_REFRESH`].
+#[derive(Clone, Debug)]
+pub struct PlayGate {
+    rx: tokio::sync::watch::Receiver<bool>,
+    tx: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How long a warm session is held set up before it is replaced by a fresh one.
+pub const WARM_REFRESH: Duration = Duration::from_secs(45);
+
+impl PlayGate {
+    /// A closed gate.
+    pub fn new() -> PlayGate {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        PlayGate { rx, tx: std::sync::Arc::new(tx), ready: Default::default() }
+    }
+
+    /// Lets the session PLAY (now, or as soon as it is set up).
+    pub fn open(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether a session is set up and waiting for the gate right now.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until the gate opens (true) or `WARM_REFRESH` passes (false).
+    pub(crate) async fn wait(&self) -> bool {
+        let mut rx = self.rx.clone();
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        let opened = matches!(tokio::time::timeout(WARM_REFRESH, rx.wait_for(|open| *open)).await, Ok(Ok(_)));
+        self.ready.store(false, std::sync::atomic::Ordering::Release);
+        opened
+    }
+}
+
+impl Default for PlayGate {
+    fn default() -> Self {
+        PlayGate::new()
+    }
 }
 
 impl ChannelSpec {
@@ -128,6 +178,7 @@ impl ChannelSpec {
             backoff: Backoff::default(),
             queue_frames: DEFAULT_QUEUE_FRAMES,
             audio: true,
+            play_gate: None,
         }
     }
 

@@ -168,6 +168,19 @@ fn collect(st: &ApiState) -> Families {
         }
     }
 
+    // ---- standby sessions (hot/warm mains) ----
+    for sb in st.failover.as_ref().map(|fo| fo.standbys()).unwrap_or_default() {
+        let l = || vec![("channel", sb.channel.to_string()), ("main", sb.main.clone())];
+        f.add("standby_prebuffer_bytes", "Bytes of footage a hot standby holds in memory for the channel.", l(), Value::Gauge(sb.prebuffer_bytes as f64));
+        f.add("standby_prebuffer_seconds", "Seconds of footage a hot standby holds for the channel.", l(), Value::Gauge(sb.prebuffer_seconds));
+        f.add("standby_prebuffer_limit_bytes", "The channel's share of server.prebuffer_memory.", l(), Value::Gauge(sb.prebuffer_limit_bytes as f64));
+        f.add("standby_prebuffer_short", "1 while the memory budget holds less than the main's prebuffer.", l(), Value::Gauge(if sb.prebuffer_short { 1.0 } else { 0.0 }));
+        f.add("standby_reconnects", "Reconnections of the standby session.", l(), Value::Counter(sb.reconnects));
+        let mut labels = l();
+        labels.push(("state", sb.state.to_owned()));
+        f.add("standby_state", "Standby session state (hot, warm, connecting, backoff, error): 1 for the current one.", labels, Value::Gauge(1.0));
+    }
+
     // ---- volumes ----
     let statuses = st.station.store.volumes();
     let counters = st.station.store.volume_metrics();

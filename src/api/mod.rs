@@ -189,6 +189,8 @@ struct ChannelView {
     last_error: Option<String>,
     /// What the last session did with the camera's audio (see `ChannelSnapshot::audio`).
     audio: Option<String>,
+    /// The standby sessions of hot/warm mains on this channel (one per main sharing it).
+    standby: Vec<crate::failover::StandbyView>,
 }
 
 /// Whether the principal sees a main: some channel of it is in their set.
@@ -201,6 +203,8 @@ async fn status(State(st): State<ApiState>, Extension(p): Extension<Principal>) 
     let mut recording: std::collections::HashMap<u32, _> =
         st.station.health().into_iter().map(|(s, d, h)| (s.channel, (s, d, h))).collect();
     let local: std::collections::HashSet<u32> = cfg.cameras.iter().map(|c| c.channel).collect();
+    let standbys = st.failover.as_ref().map(|f| f.standbys()).unwrap_or_default();
+    let standby_of = |ch: u32| standbys.iter().filter(|s| s.channel == ch).cloned().collect::<Vec<_>>();
     let mut channels = Vec::new();
     for (ch, _) in cfg.channel_map().into_iter().filter(|(ch, _)| p.sees(*ch)) {
         let owner = if local.contains(&ch) {
@@ -230,12 +234,14 @@ async fn status(State(st): State<ApiState>, Extension(p): Extension<Principal>) 
                 dropped_gops: s.dropped_gops,
                 last_error: s.last_error.clone(),
                 audio: s.audio.clone(),
+                standby: standby_of(ch),
             },
             None => ChannelView {
                 channel: ch, owner: None, owner_reason: None, source_channel: None, camera: None, state: "idle".into(), reason: None,
                 seconds_since_durable: None, bitrate_bps: 0, fps: 0.0,
                 frames: 0, bytes: 0, durable_frames: 0, lost_packets: 0, reconnects: 0, reanchors: 0, dropped_gops: 0, last_error: None,
                 audio: None,
+                standby: standby_of(ch),
             },
         };
         channels.push(view);

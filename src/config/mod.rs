@@ -104,6 +104,8 @@ struct RawServer {
     tls_key: Option<PathBuf>,
     #[serde(default)]
     trusted_proxies: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    prebuffer_memory: Option<ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +137,9 @@ struct RawCamera {
     /// password, unreachable, served by the main itself). Informational: recording is still tried.
     #[serde(default)]
     problem: Option<String>,
+    /// Only in `[[main.camera]]`: the stream the hot/warm standby session plays (e.g. a substream).
+    #[serde(default)]
+    standby_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +172,10 @@ struct RawMain {
     health_token_env: Option<Spanned<String>>,
     #[serde(default)]
     health_ca: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    standby: Option<Spanned<String>>,
+    #[serde(default)]
+    prebuffer: Option<Spanned<HumanDuration>>,
     #[serde(default, rename = "camera")]
     cameras: Vec<RawCamera>,
 }
@@ -216,6 +225,8 @@ pub struct Server {
     pub tls_key: Option<PathBuf>,
     /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Memory all hot-standby prebuffers may hold together, split across cameras by bitrate.
+    pub prebuffer_memory: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -244,6 +255,22 @@ pub struct Camera {
     pub audio: bool,
     /// Why `understudy import` thinks this camera may not work from this box (shown by `check`).
     pub problem: Option<String>,
+    /// A main's camera: the URL its standby session plays instead of `url` (same credentials).
+    pub standby_url: Option<url::Url>,
+}
+
+/// What this box keeps ready for a main while it is healthy (`[[main]] standby`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StandbyMode {
+    /// Nothing: the takeover connects to each camera (the classic behaviour).
+    #[default]
+    Cold,
+    /// One session per camera described and set up, PLAY sent at takeover.
+    Warm,
+    /// One playing session per camera holding the last `prebuffer` in memory, written first at
+    /// takeover; the same session then continues.
+    Hot,
 }
 
 /// RTP transport for a camera: TCP interleaved (default, reliable) or UDP.
@@ -279,6 +306,9 @@ pub struct Main {
     pub priority: i32,
     /// Where to read which channels the main records, if anywhere (`health = "…"`).
     pub health: Option<HealthSource>,
+    pub standby: StandbyMode,
+    /// How much footage a hot standby holds per camera (whole GOPs).
+    pub prebuffer: Duration,
     /// The cameras recorded on takeover (already filtered by `record`), with failover channels.
     pub cameras: Vec<Camera>,
 }
@@ -422,7 +452,11 @@ impl Validator<'_> {
                 Some(f) => f.get_ref().parse().or_else(|e| self.err(Some(f.span()), "server.log_format", e))?,
             },
             protect_takeover,
+            prebuffer_memory: s.prebuffer_memory.map_or(2 << 30, |b| b.0),
         };
+        if server.prebuffer_memory < 1 << 20 {
+            return self.err(None, "server.prebuffer_memory", "must be at least 1 MiB");
+        }
 
         if raw.volumes.is_empty() {
             return self.err(None, "volume", "at least one [[volume]] is required: the disks this box records to");
@@ -502,7 +536,21 @@ impl Validator<'_> {
             },
         };
         let problem = c.problem.clone().filter(|p| !p.trim().is_empty());
-        Ok(Camera { channel, source_channel, label, owner: owner.to_owned(), url, username, password, transport, audio: c.audio.unwrap_or(true), problem })
+        let standby_url = match &c.standby_url {
+            None => None,
+            Some(_) if owner == "local" => return self.err(c.standby_url.as_ref().map(|u| u.span()), format!("{field}.standby_url"), "only a [[main.camera]] has a standby session"),
+            Some(u) => {
+                let parsed = url::Url::parse(u.get_ref()).or_else(|e| self.err(Some(u.span()), format!("{field}.standby_url"), format!("not a URL: {e}")))?;
+                if !matches!(parsed.scheme(), "rtsp" | "rtsps") || parsed.host_str().is_none_or(str::is_empty) {
+                    return self.err(Some(u.span()), format!("{field}.standby_url"), "must be rtsp://HOST/…");
+                }
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return self.err(Some(u.span()), format!("{field}.standby_url"), "must not contain credentials: the camera's username/password are used");
+                }
+                Some(parsed)
+            }
+        };
+        Ok(Camera { channel, source_channel, label, owner: owner.to_owned(), url, username, password, transport, audio: c.audio.unwrap_or(true), problem, standby_url })
     }
 
     fn main(&self, m: &RawMain, i: usize, channels: u32, local: &HashMap<u32, String>, earlier: &[Main]) -> Result<Main, ConfigError> {
@@ -536,6 +584,19 @@ impl Validator<'_> {
         };
         let fail_after = count(&m.fail_after, "fail_after")?;
         let recover_after = count(&m.recover_after, "recover_after")?;
+        let standby = match &m.standby {
+            None => StandbyMode::Cold,
+            Some(s) => match s.get_ref().as_str() {
+                "cold" => StandbyMode::Cold,
+                "warm" => StandbyMode::Warm,
+                "hot" => StandbyMode::Hot,
+                other => return self.err(Some(s.span()), format!("{field}.standby"), format!("{other:?} is not cold, warm or hot")),
+            },
+        };
+        let prebuffer = m.prebuffer.as_ref().map_or(Duration::from_secs(10), |d| d.get_ref().0);
+        if prebuffer < Duration::from_secs(1) || prebuffer > Duration::from_secs(300) {
+            return self.err(m.prebuffer.as_ref().map(|d| d.span()), format!("{field}.prebuffer"), "must be between 1s and 300s");
+        }
         let start_channel = m.start_channel.as_ref().map_or(1, |s| *s.get_ref());
         if start_channel == 0 || start_channel > channels {
             return self.err(m.start_channel.as_ref().map(|s| s.span()), format!("{field}.start_channel"), format!("{start_channel} is outside 1..={channels} (server.channels)"));
@@ -594,6 +655,8 @@ impl Validator<'_> {
             password: m.password.clone(),
             priority: m.priority.unwrap_or(0),
             health,
+            standby,
+            prebuffer,
             cameras,
         })
     }

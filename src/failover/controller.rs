@@ -25,6 +25,7 @@ use super::probe::{probe, ProbeAuth};
 use super::recording::Checker;
 pub use partial::ChannelRecording;
 use partial::{health_loop, ChannelWatch, HealthReport};
+use super::standbys::{StandbyView, Standbys};
 use crate::config::{Main, Probe};
 use crate::station::Station;
 
@@ -113,6 +114,8 @@ pub struct Failover {
     events: EventSink,
     persist: FailedSet,
     shared: Mutex<Shared>,
+    /// Hot and warm mains' standby sessions.
+    standbys: Arc<Standbys>,
 }
 
 pub fn probe_label(p: &Probe) -> String {
@@ -153,7 +156,11 @@ impl Failover {
                 "reason": "the main was failed when this box stopped; one failed probe resumes the takeover"
             }));
         }
-        let fo = Arc::new(Failover { station, events, persist, shared: Mutex::new(Shared { mains, last_decision: Instant::now(), owners: HashMap::new() }) });
+        let standbys = Standbys::new(&station.cfg.server, events.clone(), shutdown.clone());
+        for m in &station.cfg.mains {
+            standbys.start_main(m, &[]);
+        }
+        let fo = Arc::new(Failover { station, events, persist, standbys, shared: Mutex::new(Shared { mains, last_decision: Instant::now(), owners: HashMap::new() }) });
         let (tx, rx) = mpsc::channel(256);
         for (i, m) in fo.station.cfg.mains.iter().enumerate() {
             tokio::spawn(probe_loop(i, m.clone(), tx.clone(), shutdown.clone()));
@@ -370,7 +377,7 @@ impl Failover {
         // RTSP handshakes of all channels run concurrently.
         let mut ok = Vec::new();
         for cam in cams.iter().filter(|c| !already.contains(&c.channel)) {
-            match self.station.start(cam) {
+            match self.start_camera(&name, cam) {
                 Ok(durable) => ok.push((cam.clone(), durable)),
                 Err(e) => self.events.emit("channel_error", Some(&name), Some(cam.channel), json!({ "camera": cam.label, "error": e.to_string() })),
             }
@@ -440,10 +447,15 @@ impl Failover {
             .map(|(s, d)| (s.channel, d))
             .collect();
         self.station.stop_many(&chans).await;
-        {
+        let cfg = {
             let mut s = self.lock();
             s.owners.retain(|c, o| *o != i || !chans.contains(c));
-        }
+            let held: Vec<u32> = s.owners.iter().filter(|(_, o)| **o == i).map(|(c, _)| *c).collect();
+            (s.mains[i].cfg.clone(), held)
+        };
+        // Standing by again: hot and warm mains get their standby sessions back (not on the
+        // channels a partial takeover still records).
+        self.standbys.start_main(&cfg.0, &cfg.1);
         let per_channel: Vec<(u32, u64, u64, Option<i64>)> = stats
             .iter()
             .map(|(ch, d)| (*ch, d.frames_durable(), d.bytes_durable(), began.and_then(|b| footage_start_ms(d, b))))
@@ -459,6 +471,18 @@ impl Failover {
                 "footage_start_ms": t.3, "gap_ms": t.3.map(|ms| ms.max(0)),
             })).collect::<Vec<_>>(),
         }));
+    }
+
+    /// Starts recording one of `main`'s cameras at takeover: from its standby session when it
+    /// has one (hot: the held footage first; warm: PLAY now), otherwise by connecting afresh.
+    fn start_camera(&self, main: &str, cam: &crate::config::Camera) -> Result<Arc<DurableStats>, crate::station::StationError> {
+        let handoff = self.standbys.take(main, cam.channel);
+        self.station.start_with(cam, handoff)
+    }
+
+    /// Every standby session's state (status and metrics).
+    pub fn standbys(&self) -> Vec<StandbyView> {
+        self.standbys.status()
     }
 
     /// Gives freed channels to waiting mains: higher priority first, then the earliest failure.

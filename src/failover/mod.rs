@@ -7,7 +7,8 @@
 //! - `recording`: one recording-health check of a main (which channels it records).
 //! - `events`: operator-visible events (log, catalog, webhooks).
 //! - `persist`: which mains are failed, across restarts.
-//! - `standby`: the hot-standby prebuffer (whole GOPs in memory); not wired to sessions yet.
+//! - `standby`: the hot-standby prebuffer (whole GOPs in memory).
+//! - `standbys`: the standby sessions of hot and warm mains, the memory split, the hand-over.
 
 pub mod controller;
 pub mod events;
@@ -16,6 +17,8 @@ pub mod persist;
 pub mod probe;
 pub mod recording;
 pub mod standby;
+pub mod standbys;
 
 pub use controller::{Failover, MainMetrics, MainStatus};
 pub use events::EventSink;
+pub use standbys::{Handoff, Standbys, StandbyView};

@@ -1,8 +1,8 @@
 //! The hot-standby prebuffer: the latest frames of one camera, whole GOPs, bounded in time and
 //! bytes, to be written ahead of the live stream when a takeover starts (issue #12).
 //!
-//! Pure: it takes ingest items and hands them back in order; the standby RTSP session that feeds
-//! it and the takeover that drains it are not its business (not wired yet, see README).
+//! Pure: it takes ingest items and hands them back in order; the standby session that feeds it
+//! and the takeover that drains it are `standbys`' business.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -113,6 +113,17 @@ impl Prebuffer {
             (Some(first), Some(last)) => last.end_90k - first.start_90k,
             _ => 0,
         }
+    }
+
+    /// Changes the byte budget (the memory split moves with the cameras' bitrates) and trims.
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+        self.trim();
+    }
+
+    /// The span it aims to hold.
+    pub fn span(&self) -> Duration {
+        Duration::from_micros(u64::try_from(self.span_90k).unwrap_or(0) * 100 / 9)
     }
 
     /// How much footage is held, first frame to last.
