@@ -52,14 +52,17 @@ impl RecordingChannel {
         writer.set_takeover(takeover);
         let durable = writer.stats();
         let (ingest, rx, held, span) = match handoff {
-            Some(h) => (h.ingest, h.rx, h.held, h.span),
-            None => {
+            Some(Handoff { session: Some((ingest, rx)), held, span }) => (ingest, rx, held, span),
+            other => {
+                let (held, span) = match other {
+                    Some(h) => (h.held, h.span),
+                    // Every line logged for this channel (ingest task, writer thread) carries these fields.
+                    None => (Vec::new(), tracing::info_span!("channel", channel = cam.channel, main = %cam.owner, camera = %cam.label)),
+                };
                 let spec = channel_spec(cam, server);
                 let (tx, rx) = mpsc::channel(spec.queue_frames);
-                // Every line logged for this channel (ingest task, writer thread) carries these fields.
-                let span = tracing::info_span!("channel", channel = cam.channel, main = %cam.owner, camera = %cam.label);
                 let ingest = span.in_scope(|| understudy_recorder::spawn_channel(spec, tx, shutdown));
-                (ingest, rx, Vec::new(), span)
+                (ingest, rx, held, span)
             }
         };
         let (channel, camera) = (cam.channel, cam.label.clone());

@@ -267,3 +267,30 @@ async fn a_broken_standby_session_reconnects_alone() {
     drop(main);
     sim.shutdown().await;
 }
+
+/// `warm`: the session is set up but receives nothing while the main is healthy; at takeover it
+/// PLAYs and records (with a gap: nothing was held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_standby_plays_only_at_takeover() {
+    let sim = camsim(&[H264]).await;
+    let mut main = SimMain::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let setup = Setup::new(1, "", &main_toml("nvr-a", &main.addr().to_string(), "warm", &[(1, sim.url(1), None)]));
+    let mut child = setup.spawn_run();
+    assert!(wait_until_async(Duration::from_secs(60), || standby(&status(&setup), 1)["state"] == "warm").await, "{}\n{}", status(&setup), setup.log());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = status(&setup);
+    assert_eq!(standby(&st, 1)["state"], "warm", "{st}");
+    assert_eq!(standby(&st, 1)["prebuffer_bytes"], 0, "{st}");
+    assert_eq!(sim.stats().total.frames_sent, 0, "a warm session received frames");
+    assert_eq!(sim.stats().total.sessions, 0, "a warm session is playing");
+    main.down();
+    assert!(wait_until_async(Duration::from_secs(60), || events(&setup).iter().any(|e| e["kind"] == "first_fragment")).await, "{}", setup.log());
+    let evs = events(&setup);
+    let ff = evs.iter().find(|e| e["kind"] == "first_fragment").unwrap();
+    assert!(ff["detail"]["footage_start_ms"].as_i64().unwrap() > 0, "{ff}");
+    assert!(sim.stats().total.frames_sent > 0);
+    // The takeover recorded the warm session itself: one PLAY at the camera.
+    assert_eq!(sim.stats().total.sessions, 1, "{:?}", sim.stats().total.sessions);
+    sigterm(&mut child);
+    sim.shutdown().await;
+}

@@ -129,4 +129,18 @@ fn health_sources() {
     expect_err(&with("health = \"understudy://10.0.0.5:1\"\nhealth_ca = \"/nonexistent/ca.pem\""), "main[0].health_ca", "cannot read /nonexistent/ca.pem");
     expect_err(&with("health_ca = \"/etc/hostname\""), "main[0].health_ca", "`health` is not");
     expect_err(&with("health = \"hikvision://10.0.0.5\"\nhealth_token_env = \"UNDERSTUDY_TEST_HEALTH_TOKEN\""), "main[0].health_token_env", "only for understudy://");
+fn standby_fields() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!((c.mains[0].standby, c.mains[0].prebuffer, c.server.prebuffer_memory), (StandbyMode::Cold, Duration::from_secs(10), 2 << 30));
+    let hot = GOOD
+        .replace("record = [1, 2]", "record = [1, 2]\nstandby = \"hot\"\nprebuffer = \"20s\"")
+        .replace("listen = \"127.0.0.1:7878\"", "listen = \"127.0.0.1:7878\"\nprebuffer_memory = \"512 MiB\"")
+        .replace("url = \"rtsp://10.0.1.12/stream1\"", "url = \"rtsp://10.0.1.12/stream1\"\nstandby_url = \"rtsp://10.0.1.12/stream2\"");
+    let c = parse(&hot).unwrap();
+    assert_eq!((c.mains[0].standby, c.mains[0].prebuffer, c.server.prebuffer_memory), (StandbyMode::Hot, Duration::from_secs(20), 512 << 20));
+    assert_eq!(c.mains[0].cameras[1].standby_url.as_ref().map(url::Url::as_str), Some("rtsp://10.0.1.12/stream2"));
+    expect_err(&GOOD.replace("record = [1, 2]", "standby = \"hott\""), "main[0].standby", "not cold, warm or hot");
+    expect_err(&GOOD.replace("record = [1, 2]", "prebuffer = \"1h\""), "main[0].prebuffer", "between 1s and 300s");
+    expect_err(&GOOD.replace("url = \"rtsp://10.0.1.12/stream1\"", "url = \"rtsp://10.0.1.12/stream1\"\nstandby_url = \"rtsp://u:p@10.0.1.12/s2\""), "main[0].camera[1].standby_url", "must not contain credentials");
+    expect_err(&GOOD.replace("url = \"rtsp://admin:s%40cret@10.0.0.11/stream1\"", "url = \"rtsp://10.0.0.11/stream1\"\nstandby_url = \"rtsp://10.0.0.11/s2\""), "camera[0].standby_url", "only a [[main.camera]]");
 }

@@ -34,10 +34,11 @@ const BUDGET_EVERY: Duration = Duration::from_secs(1);
 /// Bitrate assumed for a camera that has not measured its own yet.
 const ASSUMED_BPS: u64 = 4_000_000;
 
-/// A running standby session, given to the takeover's recording channel.
+/// A standby session given to the takeover's recording channel.
 pub struct Handoff {
-    pub ingest: ChannelHandle,
-    pub rx: mpsc::Receiver<IngestItem>,
+    /// The session and its queue; None when it was broken (backoff, error) at takeover: a fresh
+    /// session is opened at once instead of inheriting its reconnect delay.
+    pub session: Option<(ChannelHandle, mpsc::Receiver<IngestItem>)>,
     /// What the prebuffer held, oldest first, starting with a key frame (empty when warm).
     pub held: Vec<IngestItem>,
     /// The `channel` span the session logs in.
@@ -148,19 +149,38 @@ impl Standbys {
     }
 
     /// Hands `main`'s session for `channel` to the takeover: opens a warm session's gate, takes
-    /// a hot one's buffer and queue. None when the main has no standby session there.
+    /// a hot one's buffer and queue. A session that is broken right now (backoff, error) is
+    /// stopped and only its buffer is handed over. None when the main has no standby there.
     pub fn take(&self, main: &str, channel: u32) -> Option<Handoff> {
         let e = lock(&self.entries).remove(&(main.to_owned(), channel))?;
-        if let Some(g) = &e.gate {
-            g.open();
-        }
         let (rx, held) = {
             let mut b = lock(&e.buffered);
-            let rx = b.rx.take()?;
-            (rx, b.buf.drain())
+            let Buffered { rx, buf, .. } = &mut *b;
+            let mut rx = rx.take()?;
+            if e.mode == StandbyMode::Hot {
+                // What the pump has not moved yet goes into the buffer, so nothing is lost
+                // whichever way the session goes on.
+                while let Ok(item) = rx.try_recv() {
+                    buf.push(item);
+                }
+            }
+            (rx, buf.drain())
         };
-        e.span.in_scope(|| info!(held_frames = held.iter().filter(|i| matches!(i, IngestItem::Frame(_))).count(), "standby session handed to the takeover"));
-        Some(Handoff { ingest: e.ingest, rx, held, span: e.span })
+        let frames = held.iter().filter(|i| matches!(i, IngestItem::Frame(_))).count();
+        let broken = matches!(e.ingest.stats.snapshot().state, ChannelState::Backoff | ChannelState::Error | ChannelState::Stopped);
+        let session = if broken {
+            e.span.in_scope(|| info!(held_frames = frames, "standby session broken at takeover: connecting afresh"));
+            drop(rx);
+            tokio::spawn(e.ingest.stop());
+            None
+        } else {
+            if let Some(g) = &e.gate {
+                g.open();
+            }
+            e.span.in_scope(|| info!(held_frames = frames, "standby session handed to the takeover"));
+            Some((e.ingest, rx))
+        };
+        Some(Handoff { session, held, span: e.span })
     }
 
     /// Stops `main`'s standby sessions (e.g. the config changed); they TEARDOWN in the background.
