@@ -64,7 +64,7 @@ struct ModeResult {
 async fn run_mode(mode: &str, n: u32, settle: Duration, root: &Path) -> ModeResult {
     let sim = CamSim::start(CamSimConfig {
         listen: "127.0.0.1:0".parse::<SocketAddr>().expect("addr"),
-        cameras: (1..=n).map(|id| CameraSpec { id, clip: Path::new(env!("CARGO_MANIFEST_DIR")).join(CLIP) }).collect(),
+        cameras: (1..=n).map(|id| CameraSpec::new(id, Path::new(env!("CARGO_MANIFEST_DIR")).join(CLIP))).collect(),
         pacing: Pacing::Realtime,
         auth: None,
         session_timeout: Duration::from_secs(60),
