@@ -129,6 +129,9 @@ fn health_sources() {
     expect_err(&with("health = \"understudy://10.0.0.5:1\"\nhealth_ca = \"/nonexistent/ca.pem\""), "main[0].health_ca", "cannot read /nonexistent/ca.pem");
     expect_err(&with("health_ca = \"/etc/hostname\""), "main[0].health_ca", "`health` is not");
     expect_err(&with("health = \"hikvision://10.0.0.5\"\nhealth_token_env = \"UNDERSTUDY_TEST_HEALTH_TOKEN\""), "main[0].health_token_env", "only for understudy://");
+}
+
+#[test]
 fn standby_fields() {
     let c = parse(GOOD).unwrap();
     assert_eq!((c.mains[0].standby, c.mains[0].prebuffer, c.server.prebuffer_memory), (StandbyMode::Cold, Duration::from_secs(10), 2 << 30));
