@@ -177,7 +177,14 @@ impl Failover {
                 .map(|(s, d)| (s.channel, (d.frames_durable(), d.bytes_durable())))
                 .collect();
             self.station.stop_many(&stop).await;
-            self.lock().owners.retain(|c, o| !(*o == i && stop.contains(c)));
+            let (cfg, held) = {
+                let mut s = self.lock();
+                s.owners.retain(|c, o| !(*o == i && stop.contains(c)));
+                let held: Vec<u32> = s.owners.iter().filter(|(_, o)| **o == i).map(|(c, _)| *c).collect();
+                (s.mains[i].cfg.clone(), held)
+            };
+            // The returned channels stand by again (hot/warm mains); the others are still ours.
+            self.standbys.start_main(&cfg, &held);
             self.events.emit("channel_returned", Some(&name), None, json!({
                 "channels": stop,
                 "reason": "the main records them again",
@@ -188,7 +195,8 @@ impl Failover {
             let began = Instant::now();
             let mut started = Vec::new();
             for cam in &start {
-                match self.station.start(cam) {
+                // From the standby session when the main has one: its held footage first.
+                match self.start_camera(&name, cam) {
                     Ok(_) => started.push(cam.channel),
                     Err(e) => {
                         self.lock().owners.remove(&cam.channel);
