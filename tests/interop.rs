@@ -128,3 +128,50 @@ fn stream_spans(path: &std::path::Path) -> Vec<(String, String, f64, f64)> {
         })
         .collect()
 }
+
+/// Acceptance (issue 8): an MJPEG camera (GStreamer, RTP/JPEG) puts its channel in `error` with
+/// a message naming the codec, is retried slowly (the longest backoff, not a reconnect loop),
+/// and another camera on the same box keeps recording.
+#[test]
+fn mjpeg_camera_errors_on_its_channel_only() {
+    let mjpeg = GstServer::start_with("mjpeg", "320x240", "none");
+    let h264 = GstServer::start_with("h264", "320x240", "none");
+    let cams = format!(
+        "[[camera]]\nchannel = 1\nurl = \"rtsp://127.0.0.1:{}/cam\"\n\n[[camera]]\nchannel = 2\nurl = \"rtsp://127.0.0.1:{}/cam\"\n",
+        mjpeg.port, h264.port
+    );
+    let setup = Setup::new(2, "segment_duration = \"2s\"", &cams);
+    let mut child = setup.spawn_run();
+    let channel = |status: &serde_json::Value, ch: u32| status["channels"].as_array().unwrap().iter().find(|c| c["channel"] == ch).unwrap().clone();
+    let mut first = None;
+    let ok = wait_until(Duration::from_secs(30), || {
+        first = setup.api_get("/api/status").filter(|s| channel(s, 1)["state"] == "error");
+        first.is_some()
+    });
+    assert!(ok, "channel 1 never reached error: {}", setup.log());
+    let first = first.unwrap();
+    let ch1 = channel(&first, 1);
+    let error = ch1["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("MJPEG") && error.contains("H.264"), "{ch1}");
+    // Over the next 12 s: at most one more attempt (the error backoff is 30 s ± 20 %), while
+    // channel 2 records on.
+    let recorded_before = setup.recordings(2).len();
+    std::thread::sleep(Duration::from_secs(12));
+    let later = setup.api_get("/api/status").expect("status");
+    sigterm(&mut child);
+    let (ch1_later, ch2) = (channel(&later, 1), channel(&later, 2));
+    assert_eq!(ch1_later["state"], "error", "{ch1_later}");
+    let attempts = ch1_later["reconnects"].as_u64().unwrap() - ch1["reconnects"].as_u64().unwrap();
+    assert!(attempts <= 1, "channel 1 retried {attempts} times in 12 s: {ch1_later}");
+    assert_eq!(ch1_later["frames"], 0, "{ch1_later}");
+    assert!(setup.try_recordings(1).unwrap_or_default().is_empty(), "nothing recorded on channel 1");
+    assert_eq!(ch2["state"], "recording", "{ch2}");
+    assert!(ch2["last_error"].is_null(), "{ch2}");
+    let files = setup.segment_files(2);
+    assert!(files.len() >= recorded_before + 4, "channel 2 kept recording: {} then {} segments", recorded_before, files.len());
+    for f in &files {
+        ffprobe_clean(f).unwrap();
+    }
+    let log = setup.log();
+    assert!(log.contains("unsupported video codec MJPEG"), "{log}");
+}

@@ -47,7 +47,8 @@ def launch_line(codec, width, height, fps, audio="none", file=None):
         enc = f"filesrc location={file} ! qtdemux ! {parse} ! {pay} name=pay0 pt=96 config-interval=-1"
         return f"( {enc} )"
     if codec == "mjpeg":
-        enc = "jpegenc quality=50 ! rtpjpegpay name=pay0 pt=26"
+        # RTP/JPEG carries 4:2:0 or 4:2:2 only.
+        enc = "videoconvert ! video/x-raw,format=I420 ! jpegenc quality=50 ! rtpjpegpay name=pay0 pt=26"
     elif codec == "h264":
         enc = (
             "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bframes=0 ! "
