@@ -144,6 +144,7 @@ impl Channel {
                     self.note_loss(loss);
                     self.stats.add_skipped_frame();
                 }
+                Ok(Event::Lost { loss }) => self.note_loss(loss),
                 Ok(Event::Frame(first)) => return Phase::Recording { session, first },
                 Ok(Event::Reanchor { loss, .. }) => self.note_loss(loss),
                 Ok(Event::Audio(_)) => {} // no run yet
@@ -185,7 +186,7 @@ impl Channel {
                         };
                     }
                 }
-                Ok(Event::Skipped { loss }) => self.note_loss(loss),
+                Ok(Event::Skipped { loss } | Event::Lost { loss }) => self.note_loss(loss),
                 Ok(Event::Reanchor { error_90k, loss }) => {
                     self.note_loss(loss);
                     if self.reanchor(error_90k).is_err() {

@@ -78,6 +78,8 @@ pub(crate) enum Event {
     Audio(AudioFrame),
     /// A frame discarded before the session's first key frame (or before parameters are known).
     Skipped { loss: u64 },
+    /// RTP packets of the recorded audio stream were lost (its frame, if any, is queued).
+    Lost { loss: u64 },
     /// RTP time and wall time disagreed by `error_90k`: the run ends here; the next `Frame`
     /// (a key frame, possibly the one that showed the jump) starts a new one.
     Reanchor { error_90k: i64, loss: u64 },
@@ -228,6 +230,10 @@ impl Session {
                 CodecItem::AudioFrame(f) => {
                     if let Some(a) = self.audio.as_mut().filter(|a| a.stream_i == f.stream_id()) {
                         a.push(&f, now_90k());
+                        let loss = u64::from(f.loss());
+                        if loss > 0 {
+                            return Ok(Event::Lost { loss });
+                        }
                     }
                     continue;
                 }
@@ -277,6 +283,10 @@ impl Session {
             Placement::Jump { error_90k } => {
                 self.decode = None;
                 self.last_rtp = None;
+                // The new run's audio is placed from its own arrival, like the video's.
+                if let Some(a) = self.audio.as_mut() {
+                    a.reanchor();
+                }
                 if key {
                     self.pending_key = Some(Box::new(f));
                 }
