@@ -4,7 +4,7 @@ live test pattern encoded with x264/x265 at /cam.
 
 usage: gst_rtsp_server.py PORT [--codec h264|h265|mjpeg] [--size WxH] [--fps N] [--auth USER:PASS]
                           [--audio none|aac|pcmu|pcma|g726] [--file MP4] [--shared]
-                          [--drop-audio N]
+                          [--drop-audio N] [--bframes N] [--open-gop]
 
 --audio adds a second stream (a live 440 Hz tone): AAC (mpeg4-generic, 16 kHz), G.711 µ-law or
 A-law (8 kHz) or G.726 (to test a codec Understudy skips).
@@ -14,6 +14,8 @@ A-law (8 kHz) or G.726 (to test a codec Understudy skips).
 per client, paced at its frame rate; --codec names its codec.
 --shared serves one media to every client (GStreamer re-bases RTP time when a client joins).
 --drop-audio N drops every Nth audio RTP packet (to test loss counting).
+--bframes N lets the live x264/x265 encoder use up to N B-frames (default 0); --open-gop makes
+x265's GOPs open (CRA key frames).
 
 PORT 0 picks a free port. Prints "ready PORT" on stdout once listening.
 """
@@ -36,7 +38,7 @@ AUDIO = {
 }
 
 
-def launch_line(codec, width, height, fps, audio="none", file=None):
+def launch_line(codec, width, height, fps, audio="none", file=None, bframes=0, open_gop=False):
     src = (
         f"videotestsrc is-live=true pattern=ball ! "
         f"video/x-raw,width={width},height={height},framerate={fps}/1"
@@ -51,14 +53,16 @@ def launch_line(codec, width, height, fps, audio="none", file=None):
         enc = "videoconvert ! video/x-raw,format=I420 ! jpegenc quality=50 ! rtpjpegpay name=pay0 pt=26"
     elif codec == "h264":
         enc = (
-            "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 bframes=0 ! "
+            # tune=zerolatency would disable B-frames.
+            f"x264enc {'' if bframes else 'tune=zerolatency '}speed-preset=ultrafast "
+            f"key-int-max=25 bframes={bframes} ! "
             "rtph264pay name=pay0 pt=96 config-interval=-1"
         )
     else:
         enc = (
             # Closed GOPs: IDR key frames (retina does not treat CRA pictures as key frames).
-            "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=25 "
-            "option-string=open-gop=0:bframes=0 ! "
+            f"x265enc {'' if bframes else 'tune=zerolatency '}speed-preset=ultrafast "
+            f"key-int-max=25 option-string=open-gop={int(open_gop)}:bframes={bframes} ! "
             "video/x-h265,profile=main ! rtph265pay name=pay0 pt=96 config-interval=-1"
         )
     if audio != "none":
@@ -91,6 +95,8 @@ def main():
     p.add_argument("--file")
     p.add_argument("--shared", action="store_true")
     p.add_argument("--drop-audio", type=int, default=0)
+    p.add_argument("--bframes", type=int, default=0)
+    p.add_argument("--open-gop", action="store_true")
     args = p.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -100,7 +106,8 @@ def main():
     server.set_service(str(args.port))
 
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(launch_line(args.codec, width, height, args.fps, args.audio, args.file))
+    factory.set_launch(launch_line(args.codec, width, height, args.fps, args.audio, args.file,
+                                  args.bframes, args.open_gop))
     factory.set_shared(args.shared)
     if args.drop_audio > 0:
         factory.connect("media-configure", drop_every, args.drop_audio)
