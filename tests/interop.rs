@@ -128,3 +128,106 @@ fn stream_spans(path: &std::path::Path) -> Vec<(String, String, f64, f64)> {
         })
         .collect()
 }
+
+/// Acceptance (issue 8): an MJPEG camera (GStreamer, RTP/JPEG) puts its channel in `error` with
+/// a message naming the codec, is retried slowly (the longest backoff, not a reconnect loop),
+/// and another camera on the same box keeps recording.
+#[test]
+fn mjpeg_camera_errors_on_its_channel_only() {
+    let mjpeg = GstServer::start_with("mjpeg", "320x240", "none");
+    let h264 = GstServer::start_with("h264", "320x240", "none");
+    let cams = format!(
+        "[[camera]]\nchannel = 1\nurl = \"rtsp://127.0.0.1:{}/cam\"\n\n[[camera]]\nchannel = 2\nurl = \"rtsp://127.0.0.1:{}/cam\"\n",
+        mjpeg.port, h264.port
+    );
+    let setup = Setup::new(2, "segment_duration = \"2s\"", &cams);
+    let mut child = setup.spawn_run();
+    let channel = |status: &serde_json::Value, ch: u32| status["channels"].as_array().unwrap().iter().find(|c| c["channel"] == ch).unwrap().clone();
+    let mut first = None;
+    let ok = wait_until(Duration::from_secs(30), || {
+        first = setup.api_get("/api/status").filter(|s| channel(s, 1)["state"] == "error");
+        first.is_some()
+    });
+    assert!(ok, "channel 1 never reached error: {}", setup.log());
+    let first = first.unwrap();
+    let ch1 = channel(&first, 1);
+    let error = ch1["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("MJPEG") && error.contains("H.264"), "{ch1}");
+    // Over the next 12 s: at most one more attempt (the error backoff is 30 s ± 20 %), while
+    // channel 2 records on.
+    let recorded_before = setup.recordings(2).len();
+    std::thread::sleep(Duration::from_secs(12));
+    let later = setup.api_get("/api/status").expect("status");
+    sigterm(&mut child);
+    let (ch1_later, ch2) = (channel(&later, 1), channel(&later, 2));
+    assert_eq!(ch1_later["state"], "error", "{ch1_later}");
+    let attempts = ch1_later["reconnects"].as_u64().unwrap() - ch1["reconnects"].as_u64().unwrap();
+    assert!(attempts <= 1, "channel 1 retried {attempts} times in 12 s: {ch1_later}");
+    assert_eq!(ch1_later["frames"], 0, "{ch1_later}");
+    assert!(setup.try_recordings(1).unwrap_or_default().is_empty(), "nothing recorded on channel 1");
+    assert_eq!(ch2["state"], "recording", "{ch2}");
+    assert!(ch2["last_error"].is_null(), "{ch2}");
+    let files = setup.segment_files(2);
+    assert!(files.len() >= recorded_before + 4, "channel 2 kept recording: {} then {} segments", recorded_before, files.len());
+    for f in &files {
+        ffprobe_clean(f).unwrap();
+    }
+    let log = setup.log();
+    assert!(log.contains("unsupported video codec MJPEG"), "{log}");
+}
+
+/// Issue 8: when GStreamer's shared media re-bases RTP time (a second client joins, then
+/// leaves), the video run re-anchors to wall time and the audio follows: every segment's audio
+/// starts and lasts within 0.2 s of its video, before and after. Audio RTP loss (every 10th
+/// packet dropped by the server) is counted in the channel's `lost_packets`, in /api/status
+/// and /metrics.
+#[test]
+fn audio_follows_reanchors_and_its_loss_is_counted() {
+    let server = GstServer::start_args(&["--codec", "h264", "--size", "320x240", "--audio", "pcmu", "--shared", "--drop-audio", "10"]);
+    let url = format!("rtsp://127.0.0.1:{}/cam", server.port);
+    let setup = Setup::new(1, "segment_duration = \"3s\"", &format!("[[camera]]\nchannel = 1\nurl = \"{url}\"\n"));
+    let mut child = setup.spawn_run();
+    let closed = || setup.try_recordings(1).map(|r| r.into_iter().filter(|s| s["open"] == false).count()).unwrap_or(0);
+    assert!(wait_until(Duration::from_secs(30), || closed() >= 1), "not recorded: {}", setup.log());
+    // A second client for 4 s: the server re-bases the shared media's RTP time as it joins.
+    let second = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "quiet", "-rtsp_transport", "tcp", "-i", &url, "-t", "4", "-f", "null", "-"])
+        .status()
+        .unwrap();
+    assert!(second.success(), "second client");
+    let reanchors = || {
+        setup.api_get("/api/events?limit=1000").map_or(0, |e| {
+            e["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "time_reanchored" && e["channel"] == 1).count()
+        })
+    };
+    assert!(wait_until(Duration::from_secs(20), || reanchors() >= 1), "no re-anchor: {}", setup.log());
+    let before = closed();
+    assert!(wait_until(Duration::from_secs(30), || closed() >= before + 2), "no recording after the re-anchor: {}", setup.log());
+    let status = setup.api_get("/api/status").expect("status");
+    let metrics = setup.api("GET", "/metrics").filter(|a| a.status == 200).expect("GET /metrics").text();
+    sigterm(&mut child);
+
+    let ch = status["channels"].as_array().unwrap().iter().find(|c| c["channel"] == 1).unwrap().clone();
+    let lost = ch["lost_packets"].as_u64().unwrap();
+    assert!(lost >= 10, "audio loss not counted: {ch}");
+    let line = metrics.lines().find(|l| l.starts_with("understudy_channel_lost_packets") && l.contains("channel=\"1\"")).unwrap_or_else(|| panic!("{metrics}"));
+    let scraped: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(scraped >= 10.0, "{line}");
+    assert!(ch["reanchors"].as_u64().unwrap() >= 1, "{ch}");
+
+    let files = setup.segment_files(1);
+    let mut checked = 0;
+    for f in &files {
+        ffmpeg_decodes(f).unwrap();
+        let streams = stream_spans(f);
+        let video = streams.iter().find(|s| s.0 == "video").unwrap_or_else(|| panic!("{}: no video", f.display()));
+        if video.3 < 1.0 {
+            continue; // a run cut short at the jump or at stop: too short to judge
+        }
+        let audio = streams.iter().find(|s| s.0 == "audio").unwrap_or_else(|| panic!("{}: no audio: {streams:?}", f.display()));
+        assert!((audio.2 - video.2).abs() < 0.2, "{}: starts {streams:?}", f.display());
+        assert!((audio.3 - video.3).abs() < 0.2, "{}: durations {streams:?}", f.display());
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} segments checked of {}", files.len());
+}

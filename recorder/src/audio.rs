@@ -10,6 +10,7 @@ use bytes::Bytes;
 use retina::codec::ParametersRef;
 
 use crate::g711::{FlacFromG711, Law};
+use crate::timeline::TimelineConfig;
 
 /// What the MP4 audio track holds.
 #[derive(Clone, PartialEq, Eq)]
@@ -179,18 +180,50 @@ impl AudioTrack {
 
     /// Takes one of retina's frames of this stream; `now_90k` is its arrival time.
     pub(crate) fn push(&mut self, f: &retina::codec::AudioFrame, now_90k: i64) {
-        let elapsed = f.timestamp().elapsed();
+        self.push_parts(f.timestamp().elapsed(), f.frame_length().get(), f.data(), now_90k);
+    }
+
+    /// The next frame starts a new anchor (the video's run was re-anchored to wall time, so the
+    /// audio of the new run is placed by its own arrival, in sync with the new run's video).
+    pub(crate) fn reanchor(&mut self) {
+        self.anchor_90k = None;
+    }
+
+    /// A frame whose first sample is at RTP `elapsed` (this stream's clock), `samples` long,
+    /// arriving at `now_90k`. Anchored at the first frame (and after [`Self::reanchor`]); a
+    /// frame the anchor would place more than the timeline's re-anchor threshold away from its
+    /// arrival (RTP time jumped, or drifted too far) anchors anew, so audio is never stamped
+    /// far from when it was heard.
+    fn push_parts(&mut self, elapsed: i64, samples: u32, data: &[u8], now_90k: i64) {
         let elapsed_90k = crate::session::to_90k(elapsed, self.clock_rate);
-        let anchor = *self.anchor_90k.get_or_insert(now_90k - elapsed_90k);
+        let limit = TimelineConfig::default().reanchor_after_90k;
+        let anchor = match self.anchor_90k {
+            Some(a) if (a + elapsed_90k - now_90k).abs() <= limit => a,
+            old => {
+                // The G.711 block being filled belongs to the old anchor: finish it there.
+                if let (Some(old), Converter::Flac(enc)) = (old, &mut self.converter) {
+                    let (ready, rate) = (&mut self.ready, self.clock_rate);
+                    enc.finish_block(|start, samples, data| {
+                        ready.push_back(AudioFrame {
+                            time_90k: old + crate::session::to_90k(start, rate),
+                            samples,
+                            data,
+                        })
+                    });
+                }
+                now_90k - elapsed_90k
+            }
+        };
+        self.anchor_90k = Some(anchor);
         match &mut self.converter {
             Converter::Aac => self.ready.push_back(AudioFrame {
                 time_90k: anchor + elapsed_90k,
-                samples: f.frame_length().get(),
-                data: Bytes::copy_from_slice(f.data()),
+                samples,
+                data: Bytes::copy_from_slice(data),
             }),
             Converter::Flac(enc) => {
                 let rate = self.clock_rate;
-                enc.push(elapsed, f.data(), |start, samples, data| {
+                enc.push(elapsed, data, |start, samples, data| {
                     self.ready.push_back(AudioFrame {
                         time_90k: anchor + crate::session::to_90k(start, rate),
                         samples,
@@ -204,5 +237,71 @@ impl AudioTrack {
     /// The next frame ready to record, if any.
     pub(crate) fn pop(&mut self) -> Option<AudioFrame> {
         self.ready.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(converter: Converter, clock_rate: u32) -> AudioTrack {
+        AudioTrack {
+            stream_i: 1,
+            params: Arc::new(AudioParams {
+                codec: "aac",
+                source: "test".into(),
+                sample_rate: clock_rate,
+                sample_entry: Bytes::new(),
+            }),
+            converter,
+            clock_rate,
+            anchor_90k: None,
+            ready: VecDeque::new(),
+        }
+    }
+
+    fn drain(t: &mut AudioTrack) -> Vec<i64> {
+        std::iter::from_fn(|| t.pop()).map(|f| f.time_90k).collect()
+    }
+
+    const NOW: i64 = 1_800_000_000 * 90_000;
+
+    #[test]
+    fn rtp_jumps_and_video_reanchors_move_the_anchor() {
+        // AAC at 16 kHz, 1024-sample frames (64 ms = 5760 ticks at 90 kHz).
+        let mut t = track(Converter::Aac, 16_000);
+        t.push_parts(0, 1024, b"a", NOW);
+        t.push_parts(1024, 1024, b"b", NOW + 5760 + 100); // jitter: same anchor
+        assert_eq!(drain(&mut t), [NOW, NOW + 5760]);
+        // RTP time jumps back 3.5 s (a server re-base): anchored anew at arrival.
+        t.push_parts(2048 - 56_000, 1024, b"c", NOW + 2 * 5760);
+        t.push_parts(3072 - 56_000, 1024, b"d", NOW + 3 * 5760);
+        assert_eq!(drain(&mut t), [NOW + 2 * 5760, NOW + 3 * 5760]);
+        // Forward 10 s.
+        t.push_parts(4096 + 160_000, 1024, b"e", NOW + 4 * 5760);
+        assert_eq!(drain(&mut t), [NOW + 4 * 5760]);
+        // Within the threshold RTP time rules; after the video re-anchors, arrival does.
+        t.push_parts(5120 + 160_000, 1024, b"f", NOW + 5 * 5760 + 45_000);
+        assert_eq!(drain(&mut t), [NOW + 5 * 5760]);
+        t.reanchor();
+        t.push_parts(6144 + 160_000, 1024, b"g", NOW + 6 * 5760 + 45_000);
+        assert_eq!(drain(&mut t), [NOW + 6 * 5760 + 45_000]);
+    }
+
+    #[test]
+    fn g711_block_in_progress_ends_at_the_old_anchor() {
+        let flac = FlacFromG711::new(Law::Mu, 8000).unwrap();
+        let mut t = track(Converter::Flac(Box::new(flac)), 8000);
+        // 160-sample packets (20 ms = 1800 ticks): four make one 512-sample block plus 128.
+        for i in 0..4 {
+            t.push_parts(i * 160, 160, &[0xff; 160], NOW + i * 1800);
+        }
+        assert_eq!(drain(&mut t), [NOW]);
+        // A jump back by 5 s: the partial block (from sample 512) closes on the old anchor,
+        // the new one starts at the jumped packet's arrival.
+        for i in 4..8 {
+            t.push_parts(i * 160 - 40_000, 160, &[0xff; 160], NOW + i * 1800);
+        }
+        assert_eq!(drain(&mut t), [NOW + 512 * 90_000 / 8000, NOW + 4 * 1800]);
     }
 }

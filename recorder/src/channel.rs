@@ -20,6 +20,9 @@ use crate::stats::{ChannelState, ChannelStats};
 /// How long stopping waits for retina's background TEARDOWN (RFC 2326 section 10.7).
 const TEARDOWN_WAIT: Duration = Duration::from_secs(5);
 
+/// Re-anchors are logged and recorded as events at most this often.
+const REANCHOR_REPORT_EVERY: Duration = Duration::from_secs(2);
+
 /// Passwords shorter than this are not scrubbed from error texts (too likely to match
 /// unrelated text); they are never put in URLs anyway.
 const MIN_SCRUB_LEN: usize = 3;
@@ -47,6 +50,7 @@ struct Channel {
     /// Parameters last reported in stats/logs.
     params: Option<Arc<VideoParams>>,
     loss_log: RateLimit,
+    reanchor_log: RateLimit,
     /// What the last session did with the audio (logged when it changes).
     audio_status: Option<String>,
 }
@@ -71,6 +75,7 @@ pub(crate) async fn run(
         token,
         params: None,
         loss_log: RateLimit::new(Duration::from_secs(10)),
+        reanchor_log: RateLimit::new(REANCHOR_REPORT_EVERY),
         audio_status: None,
         spec,
     };
@@ -146,6 +151,7 @@ impl Channel {
                     self.note_loss(loss);
                     self.stats.add_skipped_frame();
                 }
+                Ok(Event::Lost { loss }) => self.note_loss(loss),
                 Ok(Event::Frame(first)) => return Phase::Recording { session, first },
                 Ok(Event::Reanchor { loss, .. }) => self.note_loss(loss),
                 Ok(Event::Audio(_)) => {} // no run yet
@@ -187,7 +193,7 @@ impl Channel {
                         };
                     }
                 }
-                Ok(Event::Skipped { loss }) => self.note_loss(loss),
+                Ok(Event::Skipped { loss } | Event::Lost { loss }) => self.note_loss(loss),
                 Ok(Event::Reanchor { error_90k, loss }) => {
                     self.note_loss(loss);
                     if self.reanchor(error_90k).is_err() {
@@ -219,16 +225,21 @@ impl Channel {
 
     /// Ends the run because RTP time and wall time disagree; the next run (from the next key
     /// frame) is anchored to wall time again.
+    /// A camera re-anchoring at every GOP (a clock far too fast) is logged and given an event
+    /// at most once per [`REANCHOR_REPORT_EVERY`] (the status counts every one).
     fn reanchor(&mut self, error_90k: i64) -> Result<(), ConsumerGone> {
         let error_ms = error_90k / 90;
         self.stats.add_reanchor();
-        warn!(
-            channel = self.spec.channel,
-            camera = %self.camera,
-            error_ms,
-            "camera time and wall time disagree; ending the run and re-anchoring to wall time"
-        );
-        self.gate.notify(IngestItem::Reanchored { error_ms })?;
+        if let Some(suppressed) = self.reanchor_log.allow() {
+            warn!(
+                channel = self.spec.channel,
+                camera = %self.camera,
+                error_ms,
+                suppressed_reports = suppressed,
+                "camera time and wall time disagree; ending the run and re-anchoring to wall time"
+            );
+            self.gate.notify(IngestItem::Reanchored { error_ms })?;
+        }
         self.gate.end_run();
         Ok(())
     }

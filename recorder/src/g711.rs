@@ -149,6 +149,12 @@ impl FlacFromG711 {
         }
     }
 
+    /// Ends the block being filled (padded with silence), e.g. before the time base changes;
+    /// the next payload starts a new block at its own time.
+    pub(crate) fn finish_block(&mut self, mut out: impl FnMut(i64, u32, Bytes)) {
+        self.pad_and_emit(&mut out);
+    }
+
     /// Completes the current block with silence and emits it.
     fn pad_and_emit(&mut self, out: &mut impl FnMut(i64, u32, Bytes)) {
         if !self.block.is_empty() {

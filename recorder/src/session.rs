@@ -40,6 +40,9 @@ pub(crate) enum SessionError {
     },
     #[error("no H.264 or H.265 video stream offered (streams: {found})")]
     NoVideoStream { found: String },
+    /// The camera sends video, but in a codec this recorder does not store.
+    #[error("unsupported video codec {codec}: only H.264 and H.265 are recorded (streams offered: {found})")]
+    UnsupportedVideo { codec: String, found: String },
     #[error("{0}")]
     Params(#[from] ParamsError),
     #[error("no frames for {} s", .0.as_secs_f64())]
@@ -56,7 +59,7 @@ impl SessionError {
     /// backoff and the `error` state.
     pub(crate) fn is_config(&self) -> bool {
         match self {
-            SessionError::NoVideoStream { .. } => true,
+            SessionError::NoVideoStream { .. } | SessionError::UnsupportedVideo { .. } => true,
             SessionError::Params(
                 ParamsError::UnsupportedCodec(_) | ParamsError::Dimensions(..),
             ) => true,
@@ -78,6 +81,8 @@ pub(crate) enum Event {
     Audio(AudioFrame),
     /// A frame discarded before the session's first key frame (or before parameters are known).
     Skipped { loss: u64 },
+    /// RTP packets of the recorded audio stream were lost (its frame, if any, is queued).
+    Lost { loss: u64 },
     /// RTP time and wall time disagreed by `error_90k`: the run ends here; the next `Frame`
     /// (a key frame, possibly the one that showed the jump) starts a new one.
     Reanchor { error_90k: i64, loss: u64 },
@@ -152,13 +157,7 @@ impl Session {
                     && (s.encoding_name().eq_ignore_ascii_case("h264")
                         || s.encoding_name().eq_ignore_ascii_case("h265"))
             })
-            .ok_or_else(|| SessionError::NoVideoStream {
-                found: streams
-                    .iter()
-                    .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+            .ok_or_else(|| no_video_error(streams))?;
 
         setup_stream("SETUP", spec, &mut described, stream_i, after).await?;
         // Parameters are often known from the SDP's sprop-parameter-sets (RFC 6184 section
@@ -239,6 +238,10 @@ impl Session {
                 CodecItem::AudioFrame(f) => {
                     if let Some(a) = self.audio.as_mut().filter(|a| a.stream_i == f.stream_id()) {
                         a.push(&f, now_90k());
+                        let loss = u64::from(f.loss());
+                        if loss > 0 {
+                            return Ok(Event::Lost { loss });
+                        }
                     }
                     continue;
                 }
@@ -288,6 +291,10 @@ impl Session {
             Placement::Jump { error_90k } => {
                 self.decode = None;
                 self.last_rtp = None;
+                // The new run's audio is placed from its own arrival, like the video's.
+                if let Some(a) = self.audio.as_mut() {
+                    a.reanchor();
+                }
                 if key {
                     self.pending_key = Some(Box::new(f));
                 }
@@ -308,6 +315,39 @@ impl Session {
             audio: self.audio.as_ref().map(|a| a.params.clone()),
         }))
     }
+}
+
+/// Why none of `streams` can be recorded: the first video stream's codec, if there is one.
+fn no_video_error(streams: &[retina::client::Stream]) -> SessionError {
+    let found = streams
+        .iter()
+        .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match streams.iter().find(|s| s.media() == "video") {
+        Some(s) => SessionError::UnsupportedVideo {
+            codec: video_codec_name(s.encoding_name()),
+            found,
+        },
+        None => SessionError::NoVideoStream { found },
+    }
+}
+
+/// A video RTP encoding name (RFC 4855 registry) as users know the codec.
+fn video_codec_name(encoding: &str) -> String {
+    let known = match encoding.to_ascii_lowercase().as_str() {
+        "jpeg" => "MJPEG (Motion JPEG, RTP/JPEG)",
+        "mp4v-es" => "MPEG-4 Part 2 (MP4V-ES)",
+        "h263" | "h263-1998" | "h263-2000" => "H.263",
+        "mp2t" => "MPEG-2 TS",
+        "mpv" => "MPEG-1/2 video",
+        "vp8" => "VP8",
+        "vp9" => "VP9",
+        "av1" => "AV1",
+        "h266" => "H.266",
+        _ => return encoding.to_owned(),
+    };
+    known.to_owned()
 }
 
 /// SETUP of stream `i` with the spec's transport, frames as MP4 wants them.
@@ -411,5 +451,16 @@ mod tests {
         }
         .is_config());
         assert!(!SessionError::Ended.is_config());
+        let e = SessionError::UnsupportedVideo {
+            codec: video_codec_name("JPEG"),
+            found: "video/JPEG".into(),
+        };
+        assert!(e.is_config());
+        assert_eq!(
+            e.to_string(),
+            "unsupported video codec MJPEG (Motion JPEG, RTP/JPEG): only H.264 and H.265 are recorded (streams offered: video/JPEG)"
+        );
+        assert_eq!(video_codec_name("MP4V-ES"), "MPEG-4 Part 2 (MP4V-ES)");
+        assert_eq!(video_codec_name("x-weird"), "x-weird");
     }
 }

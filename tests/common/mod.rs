@@ -430,10 +430,16 @@ impl GstServer {
 
     /// `audio`: none, aac, pcmu, pcma or g726.
     pub fn start_with(codec: &str, size: &str, audio: &str) -> GstServer {
+        Self::start_args(&["--codec", codec, "--size", size, "--fps", "25", "--audio", audio])
+    }
+
+    /// With the script's own options (`--file`, `--shared`, `--drop-audio`…; see its usage).
+    pub fn start_args(args: &[&str]) -> GstServer {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recorder/tests/gst_rtsp_server.py");
         let mut child = Command::new("/usr/bin/python3")
             .arg(script)
-            .args(["0", "--codec", codec, "--size", size, "--fps", "25", "--audio", audio])
+            .arg("0")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
