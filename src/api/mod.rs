@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod hls;
+mod live;
 pub mod metrics;
 pub mod play;
 mod timeline;
@@ -91,6 +92,7 @@ fn routes() -> Routes {
         .route("/metrics", get(metrics::scrape))
         .route("/api/channels/{n}/vod.m3u8", get(hls::vod))
         .route("/api/channels/{n}/timeline", get(timeline::timeline))
+        .route("/api/channels/{n}/live", get(live::live))
 }
 
 /// Every route's path, as registered (`{n}` placeholders included).

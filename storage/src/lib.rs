@@ -9,6 +9,7 @@
 //! - `Store::recordings` and `Store::export` read them back (`reads`).
 
 pub mod fmp4;
+pub mod live;
 pub mod track;
 
 mod catalog;

@@ -25,6 +25,7 @@ pub(crate) struct Shared {
     syncers: Mutex<Vec<JoinHandle<()>>>,
     channels: Mutex<HashSet<u32>>,
     reindexing: Mutex<()>,
+    pub live: crate::live::LiveHub,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -223,6 +224,7 @@ impl Store {
             syncers: Mutex::new(syncers),
             channels: Mutex::new(HashSet::new()),
             reindexing: Mutex::new(()),
+            live: Default::default(),
         };
         Ok(Store {
             shared: Arc::new(shared),
@@ -253,6 +255,7 @@ impl Store {
             syncers: Mutex::new(Vec::new()),
             channels: Mutex::new(HashSet::new()),
             reindexing: Mutex::new(()),
+            live: Default::default(),
         };
         Ok(Store {
             shared: Arc::new(shared),
@@ -320,6 +323,12 @@ impl Store {
             out,
             progress,
         )
+    }
+
+    /// `channel`'s live fragments as the writer completes them (see `live`): the newest ones
+    /// since a key frame, then a bounded broadcast of the next ones.
+    pub fn live(&self, channel: u32) -> crate::live::LiveSubscription {
+        self.shared.live.subscribe(channel)
     }
 
     /// `[from, to)` of `channel` as a virtual MP4 (same content as `export`), laid out from the

@@ -56,12 +56,12 @@ pub struct ScanResult {
 }
 
 pub mod audio;
-mod boxes;
+pub(crate) mod boxes;
 mod codec;
 pub mod export;
 mod init;
 mod moof;
-mod patch;
+pub(crate) mod patch;
 pub mod mux;
 pub mod read;
 pub mod scan;

@@ -39,6 +39,8 @@ struct Recording {
     rotate_at_90k: i64,
     /// Time of the last frame pushed (the one the muxer holds).
     last_time_90k: i64,
+    /// What live viewers need with this segment's fragments (None: the init did not parse).
+    live: Option<Arc<crate::live::LiveInit>>,
 }
 
 /// Why the current segment must end before this frame.
@@ -277,6 +279,7 @@ impl ChannelWriter {
                         volume: Arc::clone(&volume),
                         muxer: FragmentMuxer::new(frag_90k),
                         last_time_90k: time_90k,
+                        live: live_init(self.channel, params, &init),
                     }));
                     if self
                         .avoid_volume
@@ -395,6 +398,9 @@ impl ChannelWriter {
             }
         }
         rec.seg.finish();
+        if next_time_90k.is_none() {
+            self.shared.live.end_run(self.channel);
+        }
         self.closing.retain(|(_, s)| !s.is_settled());
         self.closing.push((rec.volume, rec.seg));
     }
@@ -410,7 +416,7 @@ impl ChannelWriter {
         if rec.seg.sync_failed() {
             return; // the next push notices and moves to a new segment
         }
-        let (seg, volume) = (Arc::clone(&rec.seg), Arc::clone(&rec.volume));
+        let (seg, volume, live) = (Arc::clone(&rec.seg), Arc::clone(&rec.volume), rec.live.clone());
         let offset = seg.written_bytes();
         let mut attempt = 0;
         let result = loop {
@@ -440,6 +446,10 @@ impl ChannelWriter {
                     starts_with_key: frag.starts_with_key,
                 };
                 seg.record_fragment(&info);
+                if let Some(init) = live.as_ref().filter(|_| self.shared.live.wanted(self.channel)) {
+                    let live = crate::live::LiveFragment::new(init, seg.start_90k, &frag);
+                    self.shared.live.publish(self.channel, live);
+                }
                 volume.add_used(info.len);
                 self.stats.add_written(u64::from(info.samples));
                 self.stats.set_problem(None);
@@ -463,6 +473,17 @@ impl ChannelWriter {
                 self.closing.retain(|(_, s)| !s.is_settled());
                 self.closing.push((rec.volume, rec.seg));
             }
+        }
+    }
+}
+
+/// The live view's description of a new segment's init; a failure only costs the live view.
+fn live_init(channel: u32, params: &Arc<TrackParams>, init: &[u8]) -> Option<Arc<crate::live::LiveInit>> {
+    match crate::live::LiveInit::new(params, init) {
+        Ok(i) => Some(Arc::new(i)),
+        Err(error) => {
+            tracing::warn!(channel, %error, "no live view for this segment: its init segment does not parse");
+            None
         }
     }
 }
