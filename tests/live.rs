@@ -150,8 +150,41 @@ async fn live_websocket_mse_and_hls() {
     println!("live websocket: {frags} fragments, {frames} frames in 7 s; fragment inter-arrival max {:.2} s", gaps.iter().cloned().fold(0.0, f64::max));
     std::fs::remove_file(&path).unwrap();
 
-    // The operator page: a tile per channel recording, playing through MSE.
+    // live.m3u8: slides, keeps each entry's bytes under its sequence number, and ffprobe reads it.
     let proxy = setup.auth_proxy();
+    let playlist = || {
+        let (code, head, body) = http_request(&proxy, "/api/channels/1/live.m3u8", &[]).unwrap();
+        assert_eq!(code, 200, "{head}");
+        String::from_utf8(body).unwrap()
+    };
+    // (sequence number, byte range) of each entry.
+    let entries = |pl: &str| -> Vec<(i64, String)> {
+        let seq: i64 = pl.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:")).unwrap().parse().unwrap();
+        pl.lines().filter_map(|l| l.strip_prefix("#EXT-X-BYTERANGE:")).enumerate().map(|(i, r)| (seq + i as i64, r.to_owned())).collect()
+    };
+    let p1 = playlist();
+    assert!(p1.contains("#EXT-X-MAP:URI=") && !p1.contains("#EXT-X-ENDLIST"), "{p1}");
+    std::thread::sleep(Duration::from_secs(3));
+    let p2 = playlist();
+    let (e1, e2) = (entries(&p1), entries(&p2));
+    assert!(e1.len() >= 2 && e2.last().unwrap().0 > e1.last().unwrap().0, "the playlist slides:\n{p1}\n{p2}");
+    let same_window = p1.lines().find(|l| l.starts_with("#EXT-X-MAP")) == p2.lines().find(|l| l.starts_with("#EXT-X-MAP"));
+    if same_window {
+        for (seq, range) in &e2 {
+            if let Some((_, r1)) = e1.iter().find(|(s, _)| s == seq) {
+                assert_eq!(r1, range, "entry {seq} kept its bytes:\n{p1}\n{p2}");
+            }
+        }
+    }
+    let probe = std::process::Command::new("timeout")
+        .args(["60", "ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width", "-of", "csv=p=0"])
+        .arg(format!("http://{proxy}/api/channels/1/live.m3u8"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&probe.stdout);
+    assert!(probe.status.success() && out.contains("h264,640"), "ffprobe of live.m3u8: {out} {}", String::from_utf8_lossy(&probe.stderr));
+
+    // The operator page: a tile per channel recording, playing through MSE.
     let log = setup.dir.path().join("chromium.log");
     let mut b = cdp::Browser::open(&log);
     b.call("Page.navigate", json!({ "url": format!("http://{proxy}/") })).unwrap();

@@ -93,6 +93,7 @@ fn routes() -> Routes {
         .route("/api/channels/{n}/vod.m3u8", get(hls::vod))
         .route("/api/channels/{n}/timeline", get(timeline::timeline))
         .route("/api/channels/{n}/live", get(live::live))
+        .route("/api/channels/{n}/live.m3u8", get(hls::live))
 }
 
 /// Every route's path, as registered (`{n}` placeholders included).
