@@ -3,7 +3,8 @@
 //! the login, the channel or this server's origin; its fragments' decode times run on across
 //! segment files (ffprobe reads init + fragments as one clean file with every frame), and the
 //! operator page plays them in headless Chromium through MSE with `currentTime` advancing.
-//! `live.m3u8` is a sliding HLS playlist of the newest durable fragments that ffprobe reads.
+//! `live.m3u8` is a sliding HLS playlist of the newest durable fragments that ffprobe reads;
+//! `play.mp4?…&sign=1` answers a signed manifest that `understudy verify` accepts.
 //! The latency measured in the browser is printed, not asserted.
 
 mod cdp;
@@ -13,6 +14,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
+use understudy::commands::time::format_90k;
 use serde_json::json;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
@@ -176,6 +178,39 @@ async fn live_websocket_mse_and_hls() {
             }
         }
     }
+    // play.mp4?…&sign=1: the signed manifest of exactly that file; `understudy verify` accepts
+    // it beside the downloaded file and rejects a single changed byte.
+    let rec = setup.recordings(1).into_iter().find(|r| r["open"] == false).expect("a closed segment");
+    let q = format!("from={}&to={}", format_90k(rec["start_90k"].as_i64().unwrap()), format_90k(rec["end_90k"].as_i64().unwrap()));
+    let (code, head, mp4) = http_request(&proxy, &format!("/api/channels/1/play.mp4?{q}"), &[]).unwrap();
+    assert_eq!(code, 200, "{head}");
+    let (code, head, body) = http_request(&proxy, &format!("/api/channels/1/play.mp4?{q}&sign=1"), &[]).unwrap();
+    assert_eq!(code, 200, "{head}");
+    let signed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let file = setup.dir.path().join("export.mp4");
+    std::fs::write(&file, &mp4).unwrap();
+    std::fs::write(setup.dir.path().join("export.mp4.manifest.json"), signed["manifest"].as_str().unwrap()).unwrap();
+    std::fs::write(setup.dir.path().join("export.mp4.sig"), signed["signature"].as_str().unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(signed["manifest"].as_str().unwrap()).unwrap();
+    assert_eq!(manifest["user"], "test", "{manifest}");
+    assert_eq!(manifest["bytes"].as_u64().unwrap(), mp4.len() as u64, "{manifest}");
+    let verify = |f: &std::path::Path| std::process::Command::new(env!("CARGO_BIN_EXE_understudy")).arg("verify").arg(f).output().unwrap();
+    let ok = verify(&file);
+    assert!(ok.status.success(), "verify: {}{}", String::from_utf8_lossy(&ok.stdout), String::from_utf8_lossy(&ok.stderr));
+    let mut bad = mp4.to_vec();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&file, &bad).unwrap();
+    assert!(!verify(&file).status.success(), "one changed byte is rejected");
+    for f in ["export.mp4", "export.mp4.manifest.json", "export.mp4.sig"] {
+        std::fs::remove_file(setup.dir.path().join(f)).unwrap();
+    }
+    // A viewer (no export permission) may play but not sign.
+    let refused = setup
+        .request("GET", &format!("/api/channels/2/play.mp4?{}&sign=1", q), &[format!("Authorization: Bearer {viewer2}")], b"")
+        .unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.text());
+
     let probe = std::process::Command::new("timeout")
         .args(["60", "ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width", "-of", "csv=p=0"])
         .arg(format!("http://{proxy}/api/channels/1/live.m3u8"))

@@ -8,6 +8,7 @@ pub mod hls;
 mod live;
 pub mod metrics;
 pub mod play;
+mod signed;
 mod timeline;
 pub mod tls;
 mod trail;

@@ -176,16 +176,36 @@ pub fn serve_file(p: Arc<Playback>, headers: &HeaderMap, content_type: &str, slo
     resp.map_err(internal)
 }
 
+/// `play.mp4`'s query: the range, and `sign=1` for the signed manifest instead of the file.
+#[derive(serde::Deserialize)]
+pub struct PlayQuery {
+    #[serde(flatten)]
+    range: RangeQuery,
+    sign: Option<String>,
+}
+
 pub async fn play(
     State(st): State<ApiState>,
     Path(n): Path<u32>,
-    Query(q): Query<RangeQuery>,
+    Query(q): Query<PlayQuery>,
+    Extension(who): Extension<crate::auth::Principal>,
     info: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_channel(&st, n)?;
-    let (from, to) = playback_range(&q)?;
+    let (from, to) = playback_range(&q.range)?;
+    let sign = match q.sign.as_deref() {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(other) => return Err(bad(format!("sign: {other:?} is not 1 or 0"))),
+    };
+    if sign && !who.can(crate::auth::Perm::Export) {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("user {} may not sign exports (needs the export permission)", who.user)));
+    }
     let slot = st.viewers.enter(client_ip(info))?;
     let p = layout(&st, n, from, to).await?;
+    if sign {
+        return super::signed::manifest(&st, n, (from, to), p, &who.user, slot).await;
+    }
     serve_file(p, &headers, "video/mp4", slot)
 }

@@ -100,17 +100,24 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), String> {
 /// Writes the manifest and its signature beside `mp4` (whose hash and length are filled in).
 pub fn sign(mp4: &Path, key: &SigningKey, mut m: Manifest) -> Result<PathBuf, String> {
     let (sha256, bytes) = hash_file(mp4)?;
-    m.format = FORMAT.to_owned();
     m.file = mp4.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     m.sha256 = sha256;
     m.bytes = bytes;
+    let (text, sig) = seal(key, m)?;
+    let (mpath, spath) = paths(mp4);
+    std::fs::write(&mpath, &text).map_err(|e| format!("writing {}: {e}", mpath.display()))?;
+    std::fs::write(&spath, sig).map_err(|e| format!("writing {}: {e}", spath.display()))?;
+    Ok(mpath)
+}
+
+/// The manifest's exact bytes (to save as `FILE.mp4.manifest.json`) and its signature file's
+/// text (`FILE.mp4.sig`), for a manifest whose file, length and hash are filled in.
+pub fn seal(key: &SigningKey, mut m: Manifest) -> Result<(Vec<u8>, String), String> {
+    m.format = FORMAT.to_owned();
     m.public_key = hex::encode(key.verifying_key().as_bytes());
     let text = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
     let sig = key.sign(&text);
-    let (mpath, spath) = paths(mp4);
-    std::fs::write(&mpath, &text).map_err(|e| format!("writing {}: {e}", mpath.display()))?;
-    std::fs::write(&spath, format!("{}\n", hex::encode(sig.to_bytes()))).map_err(|e| format!("writing {}: {e}", spath.display()))?;
-    Ok(mpath)
+    Ok((text, format!("{}\n", hex::encode(sig.to_bytes()))))
 }
 
 /// Checks `mp4` against its manifest and signature; on success, what they prove.
