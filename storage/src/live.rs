@@ -136,9 +136,8 @@ impl LiveHub {
         if frag.starts_with_key || ch.gop.len() >= MAX_GOP {
             ch.gop.clear();
         }
-        if frag.starts_with_key {
-            ch.gop.push(Arc::clone(&frag));
-        } else if !ch.gop.is_empty() {
+        // Kept only after a key-started fragment: a new viewer starts at a key frame.
+        if frag.starts_with_key || !ch.gop.is_empty() {
             ch.gop.push(Arc::clone(&frag));
         }
         // Err only when no receiver is left: nothing to do.
