@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 pkgs=(prometheus ffmpeg mount gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
       gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 chromium fonts-liberation libgl1-mesa-dri
-      vlc-bin vlc-plugin-base
+      vlc-bin vlc-plugin-base lighttpd
       python3-venv iproute2 util-linux curl)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -2,9 +2,11 @@
 """A third-party RTSP server for understudy-recorder's tests: GStreamer's RTSP server serving a
 live test pattern encoded with x264/x265 at /cam.
 
-usage: gst_rtsp_server.py PORT [--codec h264|h265|mjpeg] [--size WxH] [--fps N] [--auth USER:PASS]
+usage: gst_rtsp_server.py PORT [--codec h264|h265|mjpeg] [--size WxH] [--fps N] [--auth USER:PASS] [--digest]
                           [--audio none|aac|pcmu|pcma|g726] [--file MP4] [--shared]
                           [--drop-audio N] [--bframes N] [--open-gop]
+
+--auth requires Basic authentication; with --digest, Digest (RFC 2617) only.
 
 --audio adds a second stream (a live 440 Hz tone): AAC (mpeg4-generic, 16 kHz), G.711 µ-law or
 A-law (8 kHz) or G.726 (to test a codec Understudy skips).
@@ -26,8 +28,9 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
 AUDIO = {
@@ -91,6 +94,7 @@ def main():
     p.add_argument("--size", default="320x240")
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--auth")
+    p.add_argument("--digest", action="store_true")
     p.add_argument("--audio", choices=["none", *AUDIO], default="none")
     p.add_argument("--file")
     p.add_argument("--shared", action="store_true")
@@ -117,7 +121,11 @@ def main():
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
         token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, user)
-        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+        if args.digest:
+            auth.add_digest(user, password, token)
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        else:
+            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
         server.set_auth(auth)
         role, _ = Gst.Structure.from_string(
             f"{user}, media.factory.access=(boolean)true, "

@@ -77,7 +77,7 @@ pub fn fingerprint(cert: &Path) -> Result<String, String> {
     use sha2::Digest;
     let der = CertificateDer::from_pem_file(cert).map_err(|e| format!("reading the certificate {}: {e}", cert.display()))?;
     let d = sha2::Sha256::digest(der.as_ref());
-    Ok(format!("sha256:{}", d.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")))
+    Ok(crate::config::trust::format_fingerprint(&d))
 }
 
 /// The rustls configuration, with ring as the process's crypto provider.

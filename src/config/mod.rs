@@ -4,6 +4,7 @@
 //! (`camera[2].channel`), so an installer can fix it without guessing. Unknown fields are errors.
 
 pub mod health;
+pub mod trust;
 pub mod units;
 
 pub use health::HealthSource;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use trust::TlsTrust;
 pub use units::{ByteSize, HumanDuration};
 
 /// A password or token: deserialized from the file, never printed.
@@ -176,6 +178,12 @@ struct RawMain {
     standby: Option<Spanned<String>>,
     #[serde(default)]
     prebuffer: Option<Spanned<HumanDuration>>,
+    /// PEM CA certificate(s) an `https://`/`rtsps://` probe trusts instead of the public roots.
+    #[serde(default)]
+    ca: Option<Spanned<PathBuf>>,
+    /// `sha256:…` of the main's own (self-signed) certificate.
+    #[serde(default)]
+    fingerprint: Option<Spanned<String>>,
     #[serde(default, rename = "camera")]
     cameras: Vec<RawCamera>,
 }
@@ -186,6 +194,10 @@ struct RawWebhook {
     url: Spanned<String>,
     #[serde(default)]
     token: Option<Secret>,
+    #[serde(default)]
+    ca: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    fingerprint: Option<Spanned<String>>,
 }
 
 // ---- the validated configuration ----
@@ -288,7 +300,7 @@ pub enum Probe {
     Tcp { host: String, port: u16 },
     /// An HTTP(S) GET answers 2xx.
     Http { url: url::Url },
-    /// An RTSP OPTIONS answers 200.
+    /// An RTSP(S) DESCRIBE of the stream answers 200.
     Rtsp { url: url::Url },
 }
 
@@ -309,6 +321,8 @@ pub struct Main {
     pub standby: StandbyMode,
     /// How much footage a hot standby holds per camera (whole GOPs).
     pub prebuffer: Duration,
+    /// What an `https://` or `rtsps://` probe trusts.
+    pub tls: TlsTrust,
     /// The cameras recorded on takeover (already filtered by `record`), with failover channels.
     pub cameras: Vec<Camera>,
 }
@@ -317,6 +331,8 @@ pub struct Main {
 pub struct Webhook {
     pub url: url::Url,
     pub token: Option<Secret>,
+    /// What an `https://` webhook trusts.
+    pub tls: TlsTrust,
 }
 
 impl Config {
@@ -496,10 +512,11 @@ impl Validator<'_> {
         let mut webhooks = Vec::new();
         for (i, w) in raw.webhooks.iter().enumerate() {
             let url = url::Url::parse(w.url.get_ref()).or_else(|e| self.err(Some(w.url.span()), format!("webhook[{i}].url"), format!("not a URL: {e}")))?;
-            if url.scheme() != "http" || url.host_str().is_none() {
-                return self.err(Some(w.url.span()), format!("webhook[{i}].url"), "must be http://HOST[:PORT]/PATH (https is not built in: put a TLS proxy in front)");
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return self.err(Some(w.url.span()), format!("webhook[{i}].url"), "must be https://HOST[:PORT]/PATH or http://…");
             }
-            webhooks.push(Webhook { url, token: w.token.clone() });
+            let tls = self.trust(w.ca.as_ref(), w.fingerprint.as_ref(), &format!("webhook[{i}]"), url.scheme() == "https")?;
+            webhooks.push(Webhook { url, token: w.token.clone(), tls });
         }
 
         Ok(Config { file: self.file.to_owned(), server, volumes, cameras, mains, webhooks })
@@ -567,6 +584,8 @@ impl Validator<'_> {
         }
         let probe = self.probe(m, &field)?;
         let health = self.health(health::RawHealth { health: m.health.as_ref(), token_env: m.health_token_env.as_ref(), ca: m.health_ca.as_ref() }, &field)?;
+        let tls_probe = matches!(&probe, Probe::Http { url } | Probe::Rtsp { url } if matches!(url.scheme(), "https" | "rtsps"));
+        let tls = self.trust(m.ca.as_ref(), m.fingerprint.as_ref(), &field, tls_probe)?;
         let interval = m.interval.as_ref().map_or(Duration::from_secs(30), |d| d.get_ref().0);
         if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
             return self.err(m.interval.as_ref().map(|d| d.span()), format!("{field}.interval"), "must be between 100ms and 3600s");
@@ -657,8 +676,20 @@ impl Validator<'_> {
             health,
             standby,
             prebuffer,
+            tls,
             cameras,
         })
+    }
+
+    /// `ca` / `fingerprint` of a `[[main]]` or `[[webhook]]` (`field`); only for TLS URLs.
+    fn trust(&self, ca: Option<&Spanned<PathBuf>>, fp: Option<&Spanned<String>>, field: &str, tls: bool) -> Result<TlsTrust, ConfigError> {
+        let span = |name: &str| if name == "ca" { ca.map(|c| c.span()) } else { fp.map(|f| f.span()) };
+        let set = if ca.is_some() { Some("ca") } else if fp.is_some() { Some("fingerprint") } else { None };
+        if let (false, Some(name)) = (tls, set) {
+            return self.err(span(name), format!("{field}.{name}"), "is only used with https:// (or rtsps://) URLs");
+        }
+        trust::parse(ca.map(|c| c.get_ref().as_path()), fp.map(|f| f.get_ref().as_str()))
+            .or_else(|(name, msg)| self.err(span(name), format!("{field}.{name}"), msg))
     }
 
     fn probe(&self, m: &RawMain, field: &str) -> Result<Probe, ConfigError> {

@@ -518,7 +518,7 @@ fn footage_start_ms(durable: &DurableStats, failure: SystemTime) -> Option<i64> 
 
 /// Probes one main forever at its interval and reports each outcome.
 async fn probe_loop(i: usize, m: Main, tx: mpsc::Sender<ProbeReport>, shutdown: CancellationToken) {
-    let auth = ProbeAuth { username: m.username.clone(), password: m.password.clone() };
+    let auth = ProbeAuth::of(&m);
     let mut tick = tokio::time::interval(m.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

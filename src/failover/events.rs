@@ -4,12 +4,15 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use understudy_storage::Store;
 
+use super::outbound;
 use crate::config::Webhook;
+
+/// Deadline for one webhook POST (connect, TLS, answer).
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where events go. Cheap to clone.
 #[derive(Clone)]
@@ -60,12 +63,22 @@ impl EventSink {
 
 /// Posts each event to every webhook, retrying with backoff (1 s, 2 s, 4 s, 8 s, 16 s).
 async fn deliver(mut rx: mpsc::Receiver<Value>, hooks: Vec<Webhook>) {
+    // One client per webhook (its own TLS trust); a hook whose client cannot be built is
+    // reported once per event and skipped.
+    let clients: Vec<Result<reqwest::Client, String>> = hooks.iter().map(|h| outbound::http_client(&h.tls, POST_TIMEOUT)).collect();
     while let Some(ev) = rx.recv().await {
         let body = ev.to_string();
-        for hook in &hooks {
+        for (hook, client) in hooks.iter().zip(&clients) {
+            let client = match client {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(webhook = %hook.url, error = %e, "webhook not posted");
+                    continue;
+                }
+            };
             let mut delay = Duration::from_secs(1);
             for attempt in 1..=6 {
-                match post(hook, &body).await {
+                match post(client, hook, &body).await {
                     Ok(()) => break,
                     Err(e) if attempt == 6 => warn!(webhook = %hook.url, error = %e, "webhook gave up after 6 attempts"),
                     Err(e) => {
@@ -79,36 +92,15 @@ async fn deliver(mut rx: mpsc::Receiver<Value>, hooks: Vec<Webhook>) {
     }
 }
 
-/// One HTTP/1.1 POST of JSON; 2xx is success.
-async fn post(hook: &Webhook, body: &str) -> Result<(), String> {
-    let url = &hook.url;
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or(80);
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| format!("connect: {e}"))?;
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        };
-        let mut req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        if let Some(t) = &hook.token {
-            req.push_str(&format!("Authorization: Bearer {}\r\n", t.expose()));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
-        let mut head = [0u8; 64];
-        let n = s.read(&mut head).await.map_err(|e| format!("read: {e}"))?;
-        let line = String::from_utf8_lossy(&head[..n]);
-        let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("not an HTTP answer")?;
-        if (200..300).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!("HTTP status {code}"))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut).await.map_err(|_| "timed out".to_owned())?
+/// One POST of the event's JSON; 2xx is success.
+async fn post(client: &reqwest::Client, hook: &Webhook, body: &str) -> Result<(), String> {
+    let mut rb = client.post(hook.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_owned());
+    if let Some(t) = &hook.token {
+        rb = rb.bearer_auth(t.expose());
+    }
+    let resp = rb.send().await.map_err(|e| outbound::describe(e, &hook.tls))?;
+    match resp.status() {
+        s if s.is_success() => Ok(()),
+        s => Err(format!("HTTP status {}", s.as_u16())),
+    }
 }

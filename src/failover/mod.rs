@@ -13,6 +13,7 @@
 pub mod controller;
 pub mod events;
 pub mod health;
+pub mod outbound;
 pub mod persist;
 pub mod probe;
 pub mod recording;
