@@ -168,7 +168,10 @@ async fn authorize(st: &ApiState, req: &mut Request, ip: IpAddr, public: bool) -
     let found = match (bearer, session) {
         (Some(None), _) => Err(Refusal::Unknown),
         (Some(Some(token)), _) => blocking(move || db.principal_for_token(&token, &ip_s)).await?.map_err(db_err)?,
-        (None, Some(sid)) => blocking(move || db.principal_for_session(&sid, &ip_s)).await?.map_err(db_err)?,
+        (None, Some(sid)) => {
+            let limits = st.station.cfg.server.sessions;
+            blocking(move || db.principal_for_session(&sid, &ip_s, limits)).await?.map_err(db_err)?
+        }
         (None, None) => Err(Refusal::Unknown),
     };
     let p = match found {
@@ -286,7 +289,7 @@ pub async fn login(State(st): State<ApiState>, Extension(ClientIp(ip)): Extensio
         Err(r) => return r,
     }
     record(&st.auth, p.entry("login", None, json!({}), "ok"));
-    let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={}", sid.expose(), crate::auth::SESSION_MAX_S);
+    let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={}", sid.expose(), st.station.cfg.server.sessions.max_s);
     let mut r = Json(session_json(&p)).into_response();
     match HeaderValue::from_str(&cookie) {
         Ok(v) => {

@@ -13,6 +13,7 @@ mod timeline;
 pub mod tls;
 mod trail;
 mod ui;
+mod users;
 
 use std::sync::Arc;
 
@@ -86,6 +87,10 @@ fn routes() -> Routes {
         .route("/api/logout", post(auth::logout))
         .route("/api/session", get(auth::session))
         .route("/api/audit", get(auth::audit_list))
+        .route("/api/users", get(users::list).post(users::add))
+        .route("/api/users/{name}", axum::routing::put(users::change).delete(users::delete))
+        .route("/api/tokens", get(users::tokens).post(users::create_token))
+        .route("/api/tokens/{id}", axum::routing::delete(users::revoke_token))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/api/channels/{n}/recordings", get(recordings))

@@ -192,6 +192,16 @@ impl AuthDb {
         Ok(n == 1)
     }
 
+    /// Sets a user's role and channel set (sessions and tokens read them on every request, so
+    /// the change applies at once). Returns false if no such user.
+    pub fn update_user(&self, name: &str, role: Role, channels: &Channels) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute("UPDATE auth_user SET role = ?2, channels = ?3 WHERE name = ?1", params![name, role.name(), channels.to_string()])
+            .map_err(self.sql_err("changing a user"))?;
+        Ok(n == 1)
+    }
+
     /// Deletes a user with their sessions and tokens. Returns false if no such user.
     pub fn del_user(&self, name: &str) -> Result<bool> {
         let n = self.conn().execute("DELETE FROM auth_user WHERE name = ?1", [name]).map_err(self.sql_err("deleting a user"))?;

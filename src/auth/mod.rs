@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod backoff;
 pub mod db;
+pub mod manage;
 pub mod password;
 pub mod perm;
 pub mod secret;
@@ -11,10 +12,23 @@ pub mod secret;
 pub use db::AuthDb;
 pub use perm::{Channels, Perm, Role};
 
-/// How long a browser session lives without a request.
+/// How long a browser session lives without a request, unless `[server] session_idle` says.
 pub const SESSION_IDLE_S: i64 = 12 * 3600;
-/// How long a browser session lives at most.
+/// How long a browser session lives at most, unless `[server] session_max` says.
 pub const SESSION_MAX_S: i64 = 7 * 24 * 3600;
+
+/// A session's idle and absolute limits, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub idle_s: i64,
+    pub max_s: i64,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits { idle_s: SESSION_IDLE_S, max_s: SESSION_MAX_S }
+    }
+}
 
 /// Who is asking, with the rights in force for this request.
 #[derive(Clone, Debug)]
@@ -87,8 +101,8 @@ impl AuthDb {
     }
 
     /// The principal of a session cookie.
-    pub fn principal_for_session(&self, sid: &secret::SessionId, ip: &str) -> db::Result<Result<Principal, Refusal>> {
-        match self.session(&secret::digest_hex(sid.expose()), SESSION_IDLE_S, SESSION_MAX_S)? {
+    pub fn principal_for_session(&self, sid: &secret::SessionId, ip: &str, limits: SessionLimits) -> db::Result<Result<Principal, Refusal>> {
+        match self.session(&secret::digest_hex(sid.expose()), limits.idle_s, limits.max_s)? {
             None => Ok(Err(Refusal::Unknown)),
             Some((u, csrf)) => Ok(Ok(Principal { user: u.name, role: u.role, channels: u.channels, token: None, csrf: Some(csrf), ip: ip.into() })),
         }

@@ -6,7 +6,8 @@ use std::io::BufRead;
 use serde_json::json;
 
 use super::CmdResult;
-use crate::auth::secret::{digest_hex, random_secret, Password};
+use crate::auth::secret::Password;
+use crate::auth::manage::{check_name, expires_at, token_state};
 use crate::auth::{audit, db, password, AuthDb, Channels, Role};
 use crate::cli::{ConfigArg, TokenCmd, UserCmd};
 use crate::config::Config;
@@ -32,15 +33,6 @@ fn read_password(password_stdin: bool) -> Result<Password, String> {
     let pw = Password::new(line.trim_end_matches(['\n', '\r']));
     password::check_new(&pw)?;
     Ok(pw)
-}
-
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("user name {name:?}: use 1 to 64 letters, digits, '.', '_', '@' or '-'"))
-    }
 }
 
 fn time_s(t: i64) -> String {
@@ -100,14 +92,9 @@ fn token_blocking(cmd: TokenCmd) -> CmdResult {
         TokenCmd::Create { config, user, expires, channels, role } => {
             let channels = Channels::parse(&channels)?;
             let role = role.as_deref().map(Role::parse).transpose()?;
-            let expires = expires
-                .as_deref()
-                .map(|e| crate::config::units::parse_duration(e).map(|d| db::now_s() + d.as_secs() as i64))
-                .transpose()
-                .map_err(|e| format!("--expires: {e}"))?;
+            let expires = expires.as_deref().map(expires_at).transpose().map_err(|e| format!("--expires: {e}"))?;
             let (_, db) = open(&config)?;
-            let token = random_secret("us_");
-            let id = db.create_token(&user, &digest_hex(&token), role, &channels, expires)?;
+            let (id, token) = db.issue_token(&user, role, &channels, expires)?;
             db.audit(local("token_create", json!({ "id": id, "user": user, "channels": channels.to_string(), "role": role.map(Role::name), "expires": expires.map(time_s) })))?;
             eprintln!("token {id} for {user:?} (shown once; send it as `Authorization: Bearer TOKEN`):");
             println!("{token}");
@@ -117,11 +104,7 @@ fn token_blocking(cmd: TokenCmd) -> CmdResult {
             println!("{:<5} {:<20} {:<9} {:<12} {:<22} {:<22} state", "id", "user", "role", "channels", "created", "expires");
             let now = db::now_s();
             for t in db.tokens()? {
-                let state = match (t.revoked, t.expires) {
-                    (Some(_), _) => "revoked",
-                    (None, Some(e)) if e <= now => "expired",
-                    _ => "active",
-                };
+                let state = token_state(&t, now);
                 let role = t.role.map_or("(user's)", Role::name);
                 let expires = t.expires.map_or("never".to_owned(), time_s);
                 println!("{:<5} {:<20} {:<9} {:<12} {:<22} {:<22} {state}", t.id, t.user, role, t.channels.to_string(), time_s(t.created), expires);

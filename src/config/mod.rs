@@ -108,6 +108,12 @@ struct RawServer {
     trusted_proxies: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     prebuffer_memory: Option<ByteSize>,
+    /// A browser session ends after this long without a request (default 12h).
+    #[serde(default)]
+    session_idle: Option<Spanned<HumanDuration>>,
+    /// A browser session ends this long after login whatever happens (default 7 days).
+    #[serde(default)]
+    session_max: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +245,8 @@ pub struct Server {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Memory all hot-standby prebuffers may hold together, split across cameras by bitrate.
     pub prebuffer_memory: u64,
+    /// `session_idle` / `session_max`.
+    pub sessions: crate::auth::SessionLimits,
 }
 
 #[derive(Clone, Debug)]
@@ -450,7 +458,9 @@ impl Validator<'_> {
                 }
             }
         }
+        let sessions = self.sessions(s)?;
         let server = Server {
+            sessions,
             tls,
             tls_cert: s.tls_cert.clone(),
             tls_key: s.tls_key.clone(),
@@ -679,6 +689,21 @@ impl Validator<'_> {
             tls,
             cameras,
         })
+    }
+
+    /// `server.session_idle` (1 min … 30 days) and `server.session_max` (≥ idle, ≤ 365 days).
+    fn sessions(&self, s: &RawServer) -> Result<crate::auth::SessionLimits, ConfigError> {
+        let d = crate::auth::SessionLimits::default();
+        let secs = |v: &Option<Spanned<HumanDuration>>, def: i64| v.as_ref().map_or(def, |v| v.get_ref().0.as_secs() as i64);
+        let (idle_s, max_s) = (secs(&s.session_idle, d.idle_s), secs(&s.session_max, d.max_s));
+        if !(60..=30 * 86400).contains(&idle_s) {
+            return self.err(s.session_idle.as_ref().map(|v| v.span()), "server.session_idle", "must be between 1m and 30 days (720h)");
+        }
+        if max_s < idle_s || max_s > 365 * 86400 {
+            let span = s.session_max.as_ref().or(s.session_idle.as_ref()).map(|v| v.span());
+            return self.err(span, "server.session_max", format!("must be at least server.session_idle ({idle_s} s) and at most 365 days (8760h)"));
+        }
+        Ok(crate::auth::SessionLimits { idle_s, max_s })
     }
 
     /// `ca` / `fingerprint` of a `[[main]]` or `[[webhook]]` (`field`); only for TLS URLs.
