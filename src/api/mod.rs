@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod hls;
 mod live;
+pub mod import;
 pub mod metrics;
 pub mod play;
 mod signed;
@@ -95,6 +96,8 @@ fn routes() -> Routes {
         .route("/api/channels/{n}/timeline", get(timeline::timeline))
         .route("/api/channels/{n}/live", get(live::live))
         .route("/api/channels/{n}/live.m3u8", get(hls::live))
+        .route("/api/config/cameras", get(import::cameras))
+        .route("/api/mains/import", post(import::import_main))
 }
 
 /// Every route's path, as registered (`{n}` placeholders included).
