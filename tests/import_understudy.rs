@@ -4,6 +4,7 @@
 //! takes them over when A dies; and the same flow through B's `POST /api/mains/import`
 //! (preview, confirm, refusals, audit).
 
+mod cdp;
 mod common;
 
 use std::process::{Command, Output, Stdio};
@@ -220,5 +221,66 @@ async fn api_import_preview_confirm_and_refusals() {
     assert!(imports.iter().any(|e| e["result"] == "ok" && e["detail"]["written"] == true), "{imports:?}");
     assert!(imports.iter().any(|e| e["result"] == "failed"), "{imports:?}");
     assert!(!audit.to_string().contains(CAM_PW) && !audit.to_string().contains(&a.token), "secret in the audit trail");
+    sim.shutdown().await;
+}
+
+/// The operator page's "Add main" form in headless Chromium: shown to an administrator,
+/// preview (nothing written), confirm (written); hidden from a viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_main_form_in_chromium() {
+    let sim = camsim(&[H264]).await;
+    let a = box_a(|i| sim.url(i), 1);
+    let _a_run = start(&a);
+    let b = Setup::new(8, "", "");
+    b.add_user("watcher", "viewer", "all", "watcher-password-1");
+    let _b_run = start(&b);
+    let before = std::fs::read_to_string(&b.config).unwrap();
+    let (url, log) = (format!("https://127.0.0.1:{}/", b.api), b.dir.path().join("chromium.log"));
+    let (source, token, fp, config) = (format!("understudy://127.0.0.1:{}", a.api), a.token.clone(), fingerprint(&a), b.config.clone());
+    let sim_url = sim.url(1);
+    let errors = tokio::task::spawn_blocking(move || {
+        const LIMIT: Duration = Duration::from_secs(60);
+        let mut br = cdp::Browser::open(&log);
+        br.call("Page.navigate", serde_json::json!({ "url": url })).unwrap();
+        let login = |br: &mut cdp::Browser, user: &str, pw: &str| {
+            br.wait_for("the login screen", LIMIT, "document.getElementById('login').hidden ? null : true");
+            br.eval(&format!("document.getElementById('login-user').value = {user:?}; document.getElementById('login-password').value = {pw:?}; true")).unwrap();
+            br.click("#login-btn");
+        };
+        login(&mut br, "test", ADMIN_PASSWORD);
+        br.wait_for("the Add main form for an admin", LIMIT, "document.getElementById('add-main').hidden ? null : true");
+        let fill = format!(
+            "(() => {{ const s = (id, v) => document.getElementById(id).value = v; s('am-main', 'box-a'); s('am-source', {source:?}); \
+             s('am-token', {token:?}); s('am-fingerprint', {fp:?}); s('am-camera-password', {CAM_PW:?}); return true; }})()"
+        );
+        br.eval(&fill).unwrap();
+        br.click("#am-preview");
+        let changes = br.wait_for(
+            "the preview's changes",
+            LIMIT,
+            "(() => { const t = document.getElementById('am-changes').textContent; return t.includes('+ channel 1') && !document.getElementById('am-confirm').disabled ? t : null; })()",
+        );
+        assert!(changes.as_str().unwrap().contains(&sim_url), "{changes}");
+        let row = br.eval("document.getElementById('am-cameras').tBodies[0].rows[0].textContent").unwrap();
+        assert!(row.as_str().unwrap().contains("H264 640x360") && row.as_str().unwrap().contains("known"), "{row}");
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), before, "a preview wrote the config");
+        br.click("#am-confirm");
+        let status = br.wait_for("the write", LIMIT, "(() => { const t = document.getElementById('am-status').textContent; return t.includes('written') ? t : null; })()");
+        assert!(status.as_str().unwrap().contains("restart"), "{status}");
+        let written = std::fs::read_to_string(&config).unwrap();
+        assert!(written.contains("name = \"box-a\"") && written.contains(&sim_url), "{written}");
+        let shown = br.eval("document.body.innerText").unwrap();
+        assert!(!shown.as_str().unwrap().contains(CAM_PW), "the page shows a password");
+        // A viewer never sees the form.
+        br.click("#logout-btn");
+        login(&mut br, "watcher", "watcher-password-1");
+        br.wait_for("the page for the viewer", LIMIT, "document.getElementById('app').hidden ? null : true");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(br.eval("document.getElementById('add-main').hidden").unwrap(), serde_json::json!(true), "a viewer sees Add main");
+        br.page_errors.clone()
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    assert!(errors.is_empty(), "script errors: {errors:#?}");
     sim.shutdown().await;
 }
