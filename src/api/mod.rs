@@ -1,7 +1,8 @@
 //! The HTTP API on `server.listen`: status, events, recordings, playback and Prometheus
 //! metrics (axum), over TLS by default, every route behind the guard of [`auth`].
 //!
-//! Read-only: it never changes what is recorded. Nothing it returns contains a password.
+//! It never changes what is recorded while running (`POST /api/mains/import` only writes the
+//! config file, for the next start). Nothing it returns contains a password.
 
 pub mod auth;
 pub mod hls;
