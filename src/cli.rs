@@ -75,7 +75,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  understudy demo\n  understudy demo --cameras 8 --seconds 10 --dir /tmp/understudy-demo")]
     Demo(DemoArgs),
     /// Add or refresh a main's cameras from the main itself (Hikvision, Dahua) or over ONVIF.
-    #[command(after_help = "Examples:\n  NVR_PW=… understudy import -c site.toml --main nvr-a --from hikvision://10.0.0.5 --user admin --password-env NVR_PW --check\n  understudy import -c site.toml --main nvr-b --from dahua://10.0.0.6 --user admin --password-stdin --camera-password-env CAM_PW --dry-run\n  understudy import -c site.toml --main lobby --from onvif://10.0.1.11 --from onvif://10.0.1.12 --user admin --password-env PW --probe tcp://10.0.0.7:80\n  understudy import -c site.toml --main lobby --discover --user admin --password-env PW --probe tcp://10.0.0.7:80\n\nPasswords come only from the environment or stdin and are never printed; re-run to see what changed on the main.")]
+    #[command(after_help = "Examples:\n  NVR_PW=… understudy import -c site.toml --main nvr-a --from hikvision://10.0.0.5 --user admin --password-env NVR_PW --check\n  understudy import -c site.toml --main nvr-b --from dahua://10.0.0.6 --user admin --password-stdin --camera-password-env CAM_PW --dry-run\n  understudy import -c site.toml --main lobby --from onvif://10.0.1.11 --from onvif://10.0.1.12 --user admin --password-env PW --probe tcp://10.0.0.7:80\n  understudy import -c site.toml --main lobby --discover --user admin --password-env PW --probe tcp://10.0.0.7:80\n  TOK=… understudy import -c site.toml --main box-a --from understudy://10.0.0.8:7878 --token-env TOK --fingerprint sha256:AB:CD:… --camera-password-env CAM_PW\n\nPasswords come only from the environment or stdin and are never printed; re-run to see what changed on the main.")]
     Import(ImportArgs),
 }
 
@@ -169,7 +169,8 @@ pub struct ImportArgs {
     #[arg(long)]
     pub main: String,
     /// Where the cameras come from: onvif://HOST[:PORT] (repeatable: one camera each),
-    /// hikvision://HOST[:PORT], dahua://HOST[:PORT].
+    /// hikvision://HOST[:PORT], dahua://HOST[:PORT], understudy://HOST[:PORT] (another
+    /// Understudy box; port 7878 by default).
     #[arg(long)]
     pub from: Vec<String>,
     /// Find ONVIF cameras by WS-Discovery on the local network instead of --from.
@@ -187,6 +188,18 @@ pub struct ImportArgs {
     /// Read the password from the first line of stdin.
     #[arg(long)]
     pub password_stdin: bool,
+    /// understudy:// sources: the API token (a user with the config permission) from this
+    /// environment variable (else --user and a password log in).
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// understudy:// sources: the other box's certificate, pinned by its SHA-256 fingerprint
+    /// (`understudy tls fingerprint` on that box prints it: sha256:AB:CD:…).
+    #[arg(long, conflicts_with = "ca")]
+    pub fingerprint: Option<String>,
+    /// understudy:// sources: trust the certificates of this PEM file (e.g. that box's
+    /// state_dir/tls/cert.pem) instead of the public roots.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
     /// Camera user when the source gives none (default: --user).
     #[arg(long)]
     pub camera_user: Option<String>,

@@ -1,11 +1,13 @@
 //! The HTTP API on `server.listen`: status, events, recordings, playback and Prometheus
 //! metrics (axum), over TLS by default, every route behind the guard of [`auth`].
 //!
-//! Read-only: it never changes what is recorded. Nothing it returns contains a password.
+//! It never changes what is recorded while running (`POST /api/mains/import` only writes the
+//! config file, for the next start). Nothing it returns contains a password.
 
 pub mod auth;
 pub mod hls;
 mod live;
+pub mod import;
 pub mod metrics;
 pub mod play;
 mod signed;
@@ -100,6 +102,8 @@ fn routes() -> Routes {
         .route("/api/channels/{n}/timeline", get(timeline::timeline))
         .route("/api/channels/{n}/live", get(live::live))
         .route("/api/channels/{n}/live.m3u8", get(hls::live))
+        .route("/api/config/cameras", get(import::cameras))
+        .route("/api/mains/import", post(import::import_main))
 }
 
 /// Every route's path, as registered (`{n}` placeholders included).

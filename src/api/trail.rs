@@ -37,7 +37,7 @@ impl Seen {
 
 /// The audit action of a path; None for paths whose handlers record their own entries.
 fn action(path: &str) -> Option<String> {
-    if matches!(path, "/api/login" | "/api/logout" | "/api/session") || ["/api/audit", "/api/users", "/api/tokens"].iter().any(|p| path.starts_with(p)) {
+    if matches!(path, "/api/login" | "/api/logout" | "/api/session" | "/api/mains/import") || ["/api/audit", "/api/users", "/api/tokens"].iter().any(|p| path.starts_with(p)) {
         return None;
     }
     if let Some(rest) = path.strip_prefix("/api/channels/") {

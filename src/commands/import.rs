@@ -6,6 +6,7 @@ use std::io::BufRead as _;
 use super::CmdResult;
 use crate::cli::ImportArgs;
 use crate::config::{units::parse_duration, Config, Secret};
+use crate::import::understudy::Trust;
 use crate::import::{self, merge, Credentials, Options, Source};
 
 fn env_secret(var: &str, flag: &str) -> Result<Secret, String> {
@@ -30,22 +31,24 @@ pub async fn run(args: ImportArgs) -> CmdResult {
     } else {
         args.password_env.as_deref().map(|v| env_secret(v, "--password-env")).transpose()?
     };
-    let main_creds = match (&args.user, password) {
-        (Some(u), Some(p)) => Some(Credentials { user: u.clone(), password: p }),
-        (None, Some(_)) => return Err("a password was given without --user".into()),
-        (Some(_), None) => return Err("--user needs --password-env VAR or --password-stdin".into()),
-        (None, None) => None,
-    };
+    let main_creds = Credentials::pair(args.user.as_deref(), password, "--user", "--password-env VAR or --password-stdin")?;
     let camera_password = args.camera_password_env.as_deref().map(|v| env_secret(v, "--camera-password-env")).transpose()?;
+    let token = args.token_env.as_deref().map(|v| env_secret(v, "--token-env")).transpose()?;
+    let trust = match (&args.fingerprint, &args.ca) {
+        (Some(f), _) => Trust::parse_fingerprint(f).map_err(|e| format!("--fingerprint: {e}"))?,
+        (None, Some(ca)) => Trust::Ca(ca.clone()),
+        (None, None) => Trust::Roots,
+    };
+    if !matches!(source, Source::Understudy(_)) && (token.is_some() || trust != Trust::Roots) {
+        return Err("--token-env, --fingerprint and --ca are for understudy:// sources".into());
+    }
 
     // The config must be readable and valid before anything is asked of the network.
     let text = std::fs::read_to_string(&args.config).map_err(|e| format!("{}: cannot read: {e}", args.config.display()))?;
     Config::parse(&text, &args.config)?;
 
-    let probe = args.probe.clone().or_else(|| source.main_address().map(|(h, p)| {
-        if h.contains(':') { format!("tcp://[{h}]:{p}") } else { format!("tcp://{h}:{p}") }
-    }));
-    let opts = Options { main: args.main.clone(), source, main_creds, camera_user: args.camera_user.clone(), camera_password, check: args.check, timeout, discover_for };
+    let probe = args.probe.clone().or_else(|| source.default_probe());
+    let opts = Options { main: args.main.clone(), source, main_creds, camera_user: args.camera_user.clone(), camera_password, check: args.check, timeout, discover_for, token, trust };
     eprintln!("import: asking {} for its cameras…", opts.source.label());
     let cams = import::run(&opts).await?;
 
@@ -56,12 +59,7 @@ pub async fn run(args: ImportArgs) -> CmdResult {
         let described = c.described.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default();
         println!("  channel {:>4}  {url}{described}  {status}", c.channel);
     }
-    if cams.iter().all(|c| c.url.is_none()) {
-        return Err(format!("{}: no camera could be imported (see the problems above); nothing written", opts.source.label()).into());
-    }
-    let (new_text, changes) = merge::merge(&text, &args.main, probe.as_deref(), &cams).map_err(|e| format!("{}: {e}", args.config.display()))?;
-    // The merged file must still be a valid config: otherwise nothing is written.
-    Config::parse(&new_text, &args.config).map_err(|e| format!("the merged config would be invalid, nothing written: {e}"))?;
+    let (new_text, changes) = import::plan(&text, &args.config, &args.main, probe.as_deref(), &opts.source, &cams)?;
     if changes.is_empty() {
         println!("main {:?}: no changes", args.main);
         return Ok(());

@@ -33,13 +33,23 @@ pub struct Http {
 
 impl Http {
     pub fn new(timeout: Duration) -> Result<Http, HttpError> {
-        let client = reqwest::Client::builder()
+        Http::from_builder(reqwest::Client::builder(), timeout)
+    }
+
+    /// A client from `builder` (e.g. with its own TLS trust), with the usual timeouts and no redirects.
+    pub fn from_builder(builder: reqwest::ClientBuilder, timeout: Duration) -> Result<Http, HttpError> {
+        let client = builder
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| HttpError::Other(format!("cannot build HTTP client: {e}")))?;
         Ok(Http { client })
+    }
+
+    /// The underlying client, for requests with other authentication (bearer tokens, cookies).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     pub async fn get(&self, url: &url::Url, creds: Option<&Credentials>) -> Result<String, HttpError> {
@@ -83,23 +93,27 @@ impl Http {
         }
         // SOAP faults come as 400/500 with a body the caller reads; other errors stop here.
         let status = resp.status();
-        if resp.content_length().is_some_and(|n| n as usize > MAX_BODY) {
-            return Err(HttpError::TooLarge);
-        }
-        let mut resp = resp;
-        let mut buf = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| HttpError::Other(format!("reading the answer: {e}")))? {
-            if buf.len() + chunk.len() > MAX_BODY {
-                return Err(HttpError::TooLarge);
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8(buf).map_err(|_| HttpError::Other("answer is not UTF-8".to_owned()))?;
+        let text = read_body(resp).await?;
         if !status.is_success() && !text.contains("Fault") {
             return Err(HttpError::Status(status));
         }
         Ok(text)
     }
+}
+
+/// The body of an answer as text, at most [`MAX_BODY`] bytes.
+pub async fn read_body(mut resp: reqwest::Response) -> Result<String, HttpError> {
+    if resp.content_length().is_some_and(|n| n as usize > MAX_BODY) {
+        return Err(HttpError::TooLarge);
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| HttpError::Other(format!("reading the answer: {e}")))? {
+        if buf.len() + chunk.len() > MAX_BODY {
+            return Err(HttpError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| HttpError::Other("answer is not UTF-8".to_owned()))
 }
 
 fn connect_error(e: reqwest::Error) -> HttpError {

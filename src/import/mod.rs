@@ -11,6 +11,7 @@ pub mod http;
 pub mod merge;
 pub mod onvif;
 pub mod resolve;
+pub mod understudy;
 pub mod xml;
 
 use std::fmt;
@@ -45,11 +46,13 @@ pub enum Source {
     Hikvision(url::Url),
     /// A Dahua (or rebranded) NVR: `configManager.cgi` `RemoteDevice`.
     Dahua(url::Url),
+    /// Another Understudy box: `GET /api/config/cameras` (its base `https://HOST:PORT/`).
+    Understudy(url::Url),
 }
 
 impl Source {
     /// Parses `--from` values (`onvif://HOST[:PORT]`, several allowed; `hikvision://HOST[:PORT]`;
-    /// `dahua://HOST[:PORT]`); `discover` selects WS-Discovery.
+    /// `dahua://HOST[:PORT]`; `understudy://HOST[:PORT]`); `discover` selects WS-Discovery.
     pub fn parse(from: &[String], discover: bool) -> Result<Source, String> {
         if discover {
             if !from.is_empty() {
@@ -59,7 +62,7 @@ impl Source {
         }
         let Some(first) = from.first() else { return Err("give --from SOURCE (or --discover)".to_owned()) };
         let parse_one = |s: &str| -> Result<(String, url::Url), String> {
-            let (scheme, rest) = s.split_once("://").ok_or_else(|| format!("--from {s:?}: expected SCHEME://HOST[:PORT] (onvif, hikvision, dahua)"))?;
+            let (scheme, rest) = s.split_once("://").ok_or_else(|| format!("--from {s:?}: expected SCHEME://HOST[:PORT] (onvif, hikvision, dahua, understudy)"))?;
             if rest.contains('@') {
                 return Err(format!("--from {scheme}://…: put no credentials in the address; use --user and --password-env or --password-stdin"));
             }
@@ -85,10 +88,15 @@ impl Source {
                 }
                 Ok(Source::Onvif(urls))
             }
-            "hikvision" | "dahua" if from.len() > 1 => Err(format!("--from {scheme}://…: give one recorder per import")),
+            "hikvision" | "dahua" | "understudy" if from.len() > 1 => Err(format!("--from {scheme}://…: give one recorder per import")),
             "hikvision" => Ok(Source::Hikvision(url)),
             "dahua" => Ok(Source::Dahua(url)),
-            other => Err(format!("--from: unknown source kind {other:?} (onvif, hikvision, dahua)")),
+            "understudy" => {
+                let host = url.host_str().unwrap_or_default();
+                let port = url.port().unwrap_or(understudy::DEFAULT_PORT);
+                url::Url::parse(&format!("https://{host}:{port}/")).map(Source::Understudy).map_err(|e| format!("--from {first:?}: {e}"))
+            }
+            other => Err(format!("--from: unknown source kind {other:?} (onvif, hikvision, dahua, understudy)")),
         }
     }
 
@@ -103,6 +111,7 @@ impl Source {
             Source::Discover => "WS-Discovery".to_owned(),
             Source::Hikvision(u) => format!("hikvision://{}", hp(u)),
             Source::Dahua(u) => format!("dahua://{}", hp(u)),
+            Source::Understudy(u) => format!("understudy://{}", hp(u)),
         }
     }
 
@@ -110,8 +119,37 @@ impl Source {
     /// itself are recognised. None for plain cameras.
     pub fn main_address(&self) -> Option<(String, u16)> {
         match self {
-            Source::Hikvision(u) | Source::Dahua(u) => Some((u.host_str()?.to_owned(), u.port_or_known_default()?)),
+            Source::Hikvision(u) | Source::Dahua(u) | Source::Understudy(u) => Some((u.host_str()?.to_owned(), u.port_or_known_default()?)),
             _ => None,
+        }
+    }
+
+    /// Whether the main's own login may also be a camera's (plug-and-play NVRs set their
+    /// cameras' passwords; an Understudy box's login is never a camera's).
+    pub fn login_may_fit_cameras(&self) -> bool {
+        !matches!(self, Source::Understudy(_))
+    }
+
+    /// Whether the main may re-stream cameras itself, so a camera URL at its address is
+    /// useless once it fails (an Understudy box serves no RTSP).
+    pub fn may_restream(&self) -> bool {
+        !matches!(self, Source::Understudy(_))
+    }
+
+    /// The probe of a new main: `tcp://HOST:PORT` of the recorder, when the source names one.
+    pub fn default_probe(&self) -> Option<String> {
+        self.main_address().map(|(h, p)| if h.contains(':') && !h.starts_with('[') { format!("tcp://[{h}]:{p}") } else { format!("tcp://{h}:{p}") })
+    }
+}
+
+impl Credentials {
+    /// A user and a password given together, or neither; one without the other is an error.
+    pub fn pair(user: Option<&str>, password: Option<Secret>, user_flag: &str, password_flag: &str) -> Result<Option<Credentials>, String> {
+        match (user, password) {
+            (Some(u), Some(p)) => Ok(Some(Credentials { user: u.to_owned(), password: p })),
+            (None, Some(_)) => Err(format!("a password was given without {user_flag}")),
+            (Some(_), None) => Err(format!("{user_flag} needs {password_flag}")),
+            (None, None) => Ok(None),
         }
     }
 }
@@ -173,6 +211,10 @@ pub struct Options {
     pub timeout: Duration,
     /// How long WS-Discovery listens for answers.
     pub discover_for: Duration,
+    /// `understudy://`: the bearer token (else `main_creds` log in).
+    pub token: Option<Secret>,
+    /// `understudy://`: how its TLS certificate is trusted.
+    pub trust: understudy::Trust,
 }
 
 /// Stage A: the camera list from the source.
@@ -197,6 +239,7 @@ pub async fn list(opts: &Options, http: &http::Http) -> Result<Vec<Listed>, Impo
         }
         Source::Hikvision(base) => hikvision::list(http, base, opts.main_creds.as_ref()).await.map_err(|e| ImportError::new(src, e))?,
         Source::Dahua(base) => dahua::list(http, base, opts.main_creds.as_ref()).await.map_err(|e| ImportError::new(src, e))?,
+        Source::Understudy(base) => understudy::list(opts, base).await.map_err(|e| ImportError::new(src, e))?,
     };
     if listed.len() > MAX_CHANNELS {
         return Err(ImportError::new(src, format!("the answer lists {} channels, more than the {MAX_CHANNELS} a box can take: refusing it", listed.len())));
@@ -223,4 +266,15 @@ pub async fn run(opts: &Options) -> Result<Vec<Imported>, ImportError> {
     let mut out = resolve::resolve_all(opts, &http, listed).await;
     out.sort_by_key(|c| c.channel);
     Ok(out)
+}
+
+/// What an import would do to the config file's `text`: the merged text and the changes,
+/// checked to still be a valid config (else nothing may be written). Errors name the file.
+pub fn plan(text: &str, path: &std::path::Path, main: &str, probe: Option<&str>, source: &Source, cams: &[Imported]) -> Result<(String, Vec<merge::Change>), String> {
+    if cams.iter().all(|c| c.url.is_none()) {
+        return Err(format!("{}: no camera could be imported (see the problems); nothing written", source.label()));
+    }
+    let (new_text, changes) = merge::merge(text, main, probe, cams).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::config::Config::parse(&new_text, path).map_err(|e| format!("the merged config would be invalid, nothing written: {e}"))?;
+    Ok((new_text, changes))
 }

@@ -24,10 +24,15 @@ pub async fn resolve_all(opts: &Options, http: &Http, listed: Vec<Listed>) -> Ve
     .await
 }
 
+/// The main's login, when it may also be a camera's (see [`super::Source::login_may_fit_cameras`]).
+fn main_login(opts: &Options) -> Option<&super::Credentials> {
+    opts.main_creds.as_ref().filter(|_| opts.source.login_may_fit_cameras())
+}
+
 /// Passwords to try, in order: the source's, `--camera-password-env`, the main's.
 fn candidates(opts: &Options, l: &Listed) -> Vec<Secret> {
     let mut v: Vec<Secret> = Vec::new();
-    for p in [l.password.clone(), opts.camera_password.clone(), opts.main_creds.as_ref().map(|c| c.password.clone())].into_iter().flatten() {
+    for p in [l.password.clone(), opts.camera_password.clone(), main_login(opts).map(|c| c.password.clone())].into_iter().flatten() {
         if !v.contains(&p) {
             v.push(p);
         }
@@ -36,7 +41,7 @@ fn candidates(opts: &Options, l: &Listed) -> Vec<Secret> {
 }
 
 async fn resolve(opts: &Options, http: &Http, l: Listed) -> Imported {
-    let user = l.username.clone().or_else(|| opts.camera_user.clone()).or_else(|| opts.main_creds.as_ref().map(|c| c.user.clone()));
+    let user = l.username.clone().or_else(|| opts.camera_user.clone()).or_else(|| main_login(opts).map(|c| c.user.clone()));
     let passwords = candidates(opts, &l);
     let mut cam = Imported { channel: l.channel, name: l.name.clone(), url: l.url.clone(), username: user.clone(), password: passwords.first().cloned(), problems: Vec::new(), described: None };
     if cam.url.is_none() {
@@ -70,7 +75,7 @@ async fn resolve(opts: &Options, http: &Http, l: Listed) -> Imported {
         let _ = u.set_password(None);
         cam.url = Some(u);
     }
-    if let Some((mh, _)) = opts.source.main_address() {
+    if let Some((mh, _)) = opts.source.main_address().filter(|_| opts.source.may_restream()) {
         if url.host_str() == Some(mh.as_str()) {
             cam.problems.push(format!("the URL is served by the main itself ({mh}): useless once the main fails"));
         }
