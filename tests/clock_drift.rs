@@ -9,7 +9,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -20,13 +19,7 @@ const PPM: i32 = 50_000;
 
 /// Decode times of the video packets, 90 kHz.
 fn dts(path: &Path) -> Vec<i64> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=dts", "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ffprobe {}", path.display());
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect()
+    ffprobe_video_csv(path, "packet=dts").iter().filter_map(|l| l.parse().ok()).collect()
 }
 
 /// Acceptance (issue 8, timestamp faults): a fast (camera 1) and a slow (camera 2) clock.

@@ -14,17 +14,10 @@ const H265_B: &str = "h265-bframes-360p25.mp4";
 
 /// (pts, dts) of every video packet, in 90 kHz ticks, in file order.
 fn packets(path: &Path) -> Vec<(i64, i64)> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts,dts", "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ffprobe {}", path.display());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
+    ffprobe_video_csv(path, "packet=pts,dts")
+        .iter()
         .map(|l| {
-            let v: Vec<i64> = l.trim().trim_end_matches(',').split(',').map(|x| x.parse().unwrap()).collect();
+            let v: Vec<i64> = l.split(',').map(|x| x.parse().unwrap()).collect();
             (v[0], v[1])
         })
         .collect()
@@ -133,16 +126,8 @@ async fn rtp_jumps_reanchor_to_wall_time() {
 /// Pictures in the decoder's output order (the bitstream's own presentation order, from its
 /// picture order counts, whatever the container says): their container pts, from ffprobe.
 fn output_order_pts(path: &Path) -> Vec<i64> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts", "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ffprobe {}", path.display());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().trim_end_matches(','))
-        .filter(|l| !l.is_empty())
+    ffprobe_video_csv(path, "frame=pts")
+        .iter()
         .map(|l| l.parse().unwrap_or_else(|_| panic!("{}: frame pts {l:?}", path.display())))
         .collect()
 }

@@ -115,7 +115,7 @@ struct Mismatch(String);
 
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "certificate fingerprint {} is not the configured one", self.0)
+        write!(f, "certificate fingerprint {} is not the pinned one", self.0)
     }
 }
 

@@ -49,18 +49,13 @@ impl Checker {
         };
         let client = match source {
             HealthSource::Understudy { ca, .. } => {
-                let mut b = reqwest::Client::builder()
-                    .timeout(main.timeout)
-                    .connect_timeout(main.timeout)
-                    .redirect(reqwest::redirect::Policy::none());
-                if let Some(path) = ca {
-                    let pem = std::fs::read(path).map_err(|e| format!("health_ca {}: {e}", path.display()))?;
-                    let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("health_ca {}: not a PEM certificate ({e})", path.display()))?;
-                    // Only the given certificate: a main with a self-signed one is not vouched
-                    // for by public CAs anyway.
-                    b = b.tls_built_in_root_certs(false).add_root_certificate(cert);
-                }
-                Client::Plain(b.build().map_err(|e| format!("cannot build the health HTTP client: {e}"))?)
+                // Only the given CA when `health_ca` is set (a self-signed main is not vouched
+                // for by public CAs anyway), else the public roots.
+                let trust = match ca {
+                    Some(path) => crate::config::trust::parse(Some(path), None).map_err(|(_, m)| format!("health_ca: {m}"))?,
+                    None => crate::config::TlsTrust::Roots,
+                };
+                Client::Plain(crate::failover::outbound::http_client(&trust, main.timeout).map_err(|e| format!("health: {e}"))?)
             }
             HealthSource::Hikvision { .. } => Client::Digest(Http::new(main.timeout).map_err(|e| e.to_string())?),
         };

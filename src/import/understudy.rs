@@ -4,15 +4,10 @@
 //! against the public roots: verification is never skipped. The box never gives out camera
 //! passwords, so its cameras come without them.
 
-use std::sync::Arc;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::StatusCode;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
-use sha2::Digest as _;
 
 use super::http::{self, Http};
 use super::{Credentials, Listed, Options};
@@ -46,40 +41,6 @@ impl Trust {
     }
 }
 
-/// Accepts exactly the pinned certificate; handshake signatures are still verified.
-#[derive(Debug)]
-struct Pinned {
-    sha256: [u8; 32],
-    algs: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-fn colon_hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(&self, end_entity: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
-        let got = sha2::Sha256::digest(end_entity.as_ref());
-        if bool::from(subtle::ConstantTimeEq::ct_eq(got.as_slice(), &self.sha256[..])) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!("its certificate is sha256:{}, not the pinned one", colon_hex(&got))))
-        }
-    }
-
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
 /// An HTTP client trusting the other box as `trust` says.
 fn client(opts: &Options) -> Result<Http, String> {
     let builder = reqwest::Client::builder();
@@ -94,14 +55,7 @@ fn client(opts: &Options) -> Result<Http, String> {
             certs.into_iter().fold(builder, |b, c| b.add_root_certificate(c))
         }
         Trust::Fingerprint(sha256) => {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let algs = provider.signature_verification_algorithms;
-            let cfg = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS set-up: {e}"))?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Pinned { sha256: *sha256, algs }))
-                .with_no_client_auth();
+            let cfg = crate::failover::outbound::tls_config(&crate::config::TlsTrust::Fingerprint(*sha256))?;
             builder.use_preconfigured_tls(cfg)
         }
     };
@@ -115,6 +69,10 @@ fn request_error(e: reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = &e;
     while let Some(s) = cause.source() {
         cause = s;
+        if let Some(r) = crate::failover::outbound::tls_reason(s) {
+            inner = Some(r);
+            break;
+        }
         inner = Some(s.to_string());
     }
     let text = inner.unwrap_or_else(|| e.without_url().to_string());
@@ -250,7 +208,7 @@ mod tests {
 
     #[test]
     fn fingerprints() {
-        let fp = format!("sha256:{}", colon_hex(&[0xab; 32]));
+        let fp = crate::config::trust::format_fingerprint(&[0xab; 32]);
         assert_eq!(Trust::parse_fingerprint(&fp).unwrap(), Trust::Fingerprint([0xab; 32]));
         assert_eq!(Trust::parse_fingerprint(&"ab".repeat(32)).unwrap(), Trust::Fingerprint([0xab; 32]));
         assert!(Trust::parse_fingerprint("sha256:AB:CD").unwrap_err().contains("32 bytes"));

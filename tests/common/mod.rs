@@ -370,6 +370,22 @@ pub async fn wait_until_async(limit: Duration, mut f: impl FnMut() -> bool) -> b
     false
 }
 
+/// `ffprobe -show_entries ENTRIES` of the first video stream as CSV rows (trailing commas and
+/// empty rows dropped), e.g. `"packet=pts,dts"` or `"frame=pts"`. Panics if ffprobe fails.
+pub fn ffprobe_video_csv(path: &Path, entries: &str) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", entries, "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 /// `ffprobe -v error`: empty stderr and success.
 pub fn ffprobe_clean(path: &Path) -> Result<(), String> {
     let out = Command::new("ffprobe").args(["-v", "error", "-i"]).arg(path).output().map_err(|e| e.to_string())?;
