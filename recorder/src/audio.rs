@@ -190,7 +190,7 @@ impl AudioTrack {
     }
 
     /// A frame whose first sample is at RTP `elapsed` (this stream's clock), `samples` long,
-    /// arriving at `now_90k`. Anchored at the first frame (and after [`Self::reanchor`]); a
+    /// arriving at `now_90k` (so its last sample was heard just before). Anchored at the first frame (and after [`Self::reanchor`]); a
     /// frame the anchor would place more than the timeline's re-anchor threshold away from its
     /// arrival (RTP time jumped, or drifted too far) anchors anew, so audio is never stamped
     /// far from when it was heard.
@@ -211,7 +211,10 @@ impl AudioTrack {
                         })
                     });
                 }
-                now_90k - elapsed_90k
+                // A packet leaves the camera only once its last sample is captured: its first
+                // sample was heard `samples` before it arrived (128 ms for GStreamer's default
+                // 1024-sample G.711 packets, which otherwise put the sound that late).
+                now_90k - elapsed_90k - crate::session::to_90k(i64::from(samples), self.clock_rate)
             }
         };
         self.anchor_90k = Some(anchor);
@@ -270,21 +273,21 @@ mod tests {
     fn rtp_jumps_and_video_reanchors_move_the_anchor() {
         // AAC at 16 kHz, 1024-sample frames (64 ms = 5760 ticks at 90 kHz).
         let mut t = track(Converter::Aac, 16_000);
-        t.push_parts(0, 1024, b"a", NOW);
-        t.push_parts(1024, 1024, b"b", NOW + 5760 + 100); // jitter: same anchor
+        t.push_parts(0, 1024, b"a", NOW + 5760);
+        t.push_parts(1024, 1024, b"b", NOW + 5760 + 5760 + 100); // jitter: same anchor
         assert_eq!(drain(&mut t), [NOW, NOW + 5760]);
-        // RTP time jumps back 3.5 s (a server re-base): anchored anew at arrival.
-        t.push_parts(2048 - 56_000, 1024, b"c", NOW + 2 * 5760);
-        t.push_parts(3072 - 56_000, 1024, b"d", NOW + 3 * 5760);
+        // RTP time jumps back 3.5 s (a server re-base): anchored anew by arrival.
+        t.push_parts(2048 - 56_000, 1024, b"c", NOW + 5760 + 2 * 5760);
+        t.push_parts(3072 - 56_000, 1024, b"d", NOW + 5760 + 3 * 5760);
         assert_eq!(drain(&mut t), [NOW + 2 * 5760, NOW + 3 * 5760]);
         // Forward 10 s.
-        t.push_parts(4096 + 160_000, 1024, b"e", NOW + 4 * 5760);
+        t.push_parts(4096 + 160_000, 1024, b"e", NOW + 5760 + 4 * 5760);
         assert_eq!(drain(&mut t), [NOW + 4 * 5760]);
         // Within the threshold RTP time rules; after the video re-anchors, arrival does.
-        t.push_parts(5120 + 160_000, 1024, b"f", NOW + 5 * 5760 + 45_000);
+        t.push_parts(5120 + 160_000, 1024, b"f", NOW + 5760 + 5 * 5760 + 45_000);
         assert_eq!(drain(&mut t), [NOW + 5 * 5760]);
         t.reanchor();
-        t.push_parts(6144 + 160_000, 1024, b"g", NOW + 6 * 5760 + 45_000);
+        t.push_parts(6144 + 160_000, 1024, b"g", NOW + 5760 + 6 * 5760 + 45_000);
         assert_eq!(drain(&mut t), [NOW + 6 * 5760 + 45_000]);
     }
 
@@ -294,13 +297,13 @@ mod tests {
         let mut t = track(Converter::Flac(Box::new(flac)), 8000);
         // 160-sample packets (20 ms = 1800 ticks): four make one 512-sample block plus 128.
         for i in 0..4 {
-            t.push_parts(i * 160, 160, &[0xff; 160], NOW + i * 1800);
+            t.push_parts(i * 160, 160, &[0xff; 160], NOW + 1800 + i * 1800);
         }
         assert_eq!(drain(&mut t), [NOW]);
         // A jump back by 5 s: the partial block (from sample 512) closes on the old anchor,
-        // the new one starts at the jumped packet's arrival.
+        // the new one starts where the jumped packet's samples began (its arrival less 20 ms).
         for i in 4..8 {
-            t.push_parts(i * 160 - 40_000, 160, &[0xff; 160], NOW + i * 1800);
+            t.push_parts(i * 160 - 40_000, 160, &[0xff; 160], NOW + 1800 + i * 1800);
         }
         assert_eq!(drain(&mut t), [NOW + 512 * 90_000 / 8000, NOW + 4 * 1800]);
     }

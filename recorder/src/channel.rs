@@ -205,6 +205,19 @@ impl Channel {
                 Err(error) => break Phase::Backoff { error },
             }
         };
+        // At shutdown the frames the session holds for interleaving are still recorded.
+        if matches!(end, Phase::Stopped { why: "shutdown" }) {
+            for event in session.drain_held() {
+                let delivered = match event {
+                    Event::Frame(f) => self.deliver(f),
+                    Event::Audio(a) => self.gate.push_audio(a),
+                    _ => Ok(()),
+                };
+                if delivered.is_err() {
+                    break;
+                }
+            }
+        }
         // Dropping the session starts retina's TEARDOWN per `TeardownPolicy::Auto`.
         drop(session);
         // The error is visible in stats by the time the consumer sees `SessionEnded`.

@@ -60,6 +60,8 @@ pub(crate) struct FlacFromG711 {
     block: Vec<i32>,
     /// RTP time (elapsed, in samples) of the block's first sample.
     block_start: i64,
+    /// RTP time just after the last sample taken in (`None` after a step back or a long gap).
+    next: Option<i64>,
     frame_number: usize,
 }
 
@@ -83,6 +85,7 @@ impl FlacFromG711 {
             framebuf,
             block: Vec::with_capacity(BLOCK),
             block_start: 0,
+            next: None,
             frame_number: 0,
         })
     }
@@ -121,23 +124,29 @@ impl FlacFromG711 {
 
     /// Adds a payload whose first sample is at RTP `elapsed` (in samples); calls `out(start,
     /// samples, frame)` for every FLAC frame completed.
+    ///
+    /// A lost packet (a gap of up to [`MAX_FILL_BLOCKS`] blocks) becomes silence, also when it
+    /// falls on a block boundary, so the track stays continuous: the sound that was heard keeps
+    /// its time and a segment cut next to a loss still starts and ends with its video. A larger
+    /// gap or a step back ends the block being filled and starts the next one at `elapsed`.
     pub(crate) fn push(&mut self, elapsed: i64, payload: &[u8], mut out: impl FnMut(i64, u32, Bytes)) {
+        let gap = self.next.map(|next| elapsed - next);
+        match gap {
+            Some(0) => {}
+            Some(gap) if gap > 0 && gap <= MAX_FILL_BLOCKS * BLOCK as i64 => {
+                if self.block.is_empty() {
+                    self.block_start = elapsed - gap;
+                }
+                self.extend(std::iter::repeat_n(0, gap as usize), &mut out);
+            }
+            _ => self.pad_and_emit(&mut out),
+        }
         if self.block.is_empty() {
             self.block_start = elapsed;
-        } else {
-            let expected = self.block_start + self.block.len() as i64;
-            let gap = elapsed - expected;
-            if gap > 0 && gap <= MAX_FILL_BLOCKS * BLOCK as i64 {
-                self.extend(std::iter::repeat_n(0, gap as usize), &mut out);
-            } else if gap != 0 {
-                self.pad_and_emit(&mut out);
-            }
-            if self.block.is_empty() {
-                self.block_start = elapsed;
-            }
         }
         let law = self.law;
         self.extend(payload.iter().map(|&b| i32::from(law.decode(b))), &mut out);
+        self.next = Some(elapsed + payload.len() as i64);
     }
 
     fn extend(&mut self, samples: impl Iterator<Item = i32>, out: &mut impl FnMut(i64, u32, Bytes)) {
@@ -153,6 +162,7 @@ impl FlacFromG711 {
     /// the next payload starts a new block at its own time.
     pub(crate) fn finish_block(&mut self, mut out: impl FnMut(i64, u32, Bytes)) {
         self.pad_and_emit(&mut out);
+        self.next = None;
     }
 
     /// Completes the current block with silence and emits it.
@@ -233,6 +243,14 @@ mod tests {
         enc.push(100, &[0xff; 160], |s, n, d| later.push((s, n, d.len())));
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].0, 3072);
+        // 1024-sample packets (GStreamer's default) align with blocks: one lost on a block
+        // boundary is still filled.
+        let mut enc = FlacFromG711::new(Law::Mu, 8000).unwrap();
+        let mut starts = Vec::new();
+        for i in (0..4).filter(|&i| i != 2) {
+            enc.push(i * 1024, &[0x80; 1024], |s, _, _| starts.push(s));
+        }
+        assert_eq!(starts, [0, 512, 1024, 1536, 2048, 2560, 3072, 3584]);
         let entry = enc.sample_entry();
         assert_eq!(&entry[4..8], b"fLaC");
         assert!(entry.windows(4).any(|w| w == b"dfLa"));

@@ -32,6 +32,7 @@ mod channel;
 mod frame;
 mod g711;
 mod gate;
+mod interleave;
 mod ratelimit;
 mod reorder;
 mod timeline;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::audio::{AudioChoice, AudioFrame, AudioTrack};
 use crate::frame::{Frame, ParamsError, VideoParams};
+use crate::interleave::{Interleave, Out};
 use crate::reorder::{reorder_depth, DecodeTimes, DEFAULT_DEPTH};
 use crate::spec::ChannelSpec;
 use crate::timeline::{Placement, Timeline, TimelineConfig};
@@ -106,6 +107,27 @@ pub(crate) struct Session {
     pending_key: Option<Box<VideoFrame>>,
     audio_choice: AudioChoice,
     audio: Option<Box<AudioTrack>>,
+    /// Frames and audio waiting for the other stream to reach their time.
+    held: Box<Interleave>,
+    /// How the session or run ends, returned once the held frames are out.
+    ending: Option<Ending>,
+}
+
+impl From<Out> for Event {
+    fn from(out: Out) -> Event {
+        match out {
+            Out::Video(f) => Event::Frame(f),
+            Out::Audio(a) => Event::Audio(a),
+        }
+    }
+}
+
+/// What [`Session::next_event`] returns after the held frames have been delivered.
+enum Ending {
+    /// The run ends (RTP and wall time disagreed); the session goes on.
+    Reanchor(Event),
+    /// The session ends.
+    Error(SessionError),
 }
 
 async fn bounded<T>(
@@ -195,6 +217,11 @@ impl Session {
             decode: None,
             last_rtp: None,
             pending_key: None,
+            held: Box::new(Interleave::new(
+                audio.as_ref().map(|a| a.params.sample_rate),
+                Instant::now(),
+            )),
+            ending: None,
             audio_choice,
             audio,
         })
@@ -207,47 +234,83 @@ impl Session {
     }
 
     /// The next frame, or an error when the session ends (including a stall: no frame within the
-    /// stall timeout; retina has no such timeout of its own).
+    /// stall timeout; retina has no such timeout of its own). Video and audio come out in time
+    /// order (see [`crate::interleave`]); frames held for that are delivered before the run or
+    /// the session ends.
     pub(crate) async fn next_event(&mut self) -> Result<Event, SessionError> {
-        if let Some(f) = self.pending_key.take() {
-            return self.on_frame(*f);
-        }
         loop {
-            if let Some(a) = self.audio.as_mut().and_then(|a| a.pop()) {
-                return Ok(Event::Audio(a));
-            }
-            let deadline = self.last_frame_at + self.stall_timeout;
-            let item = match tokio::time::timeout_at(deadline, self.demuxed.next()).await {
-                Err(_) => return Err(SessionError::Stalled(self.stall_timeout)),
-                Ok(None) => return Err(SessionError::Ended),
-                Ok(Some(Err(source))) => {
-                    return Err(SessionError::Rtsp {
-                        step: "streaming",
-                        url: self.url.clone(),
-                        source,
-                    })
+            if self.ending.is_some() {
+                if let Some(out) = self.held.pop_any() {
+                    return Ok(out.into());
                 }
-                Ok(Some(Ok(item))) => item,
-            };
-            match item {
-                CodecItem::VideoFrame(f) if f.stream_id() == self.stream_i => {
-                    self.last_frame_at = Instant::now();
-                    return self.on_frame(f);
-                }
-                // Audio never resets the stall timer: an audio-only stream is a stalled camera.
-                CodecItem::AudioFrame(f) => {
-                    if let Some(a) = self.audio.as_mut().filter(|a| a.stream_i == f.stream_id()) {
-                        a.push(&f, now_90k());
-                        let loss = u64::from(f.loss());
-                        if loss > 0 {
-                            return Ok(Event::Lost { loss });
-                        }
+                match self.ending.take() {
+                    Some(Ending::Reanchor(e)) => {
+                        self.held.new_run();
+                        return Ok(e);
                     }
-                    continue;
+                    Some(Ending::Error(e)) => return Err(e),
+                    None => {}
                 }
-                // RTCP sender reports and anything else: not frames, so no stall reset.
-                _ => continue,
             }
+            if let Some(out) = self.held.pop_ready(Instant::now()) {
+                return Ok(out.into());
+            }
+            match self.next_raw().await {
+                Ok(Some(Event::Frame(f))) => self.held.push_video(f, Instant::now()),
+                Ok(Some(e @ Event::Reanchor { .. })) => self.ending = Some(Ending::Reanchor(e)),
+                Ok(Some(e)) => return Ok(e),
+                Ok(None) => {} // held audio arrived, or a held item is due
+                Err(e) => self.ending = Some(Ending::Error(e)),
+            }
+        }
+    }
+
+    /// Everything held, in time order, when the session is dropped at shutdown.
+    pub(crate) fn drain_held(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.held.pop_any()).map(Event::from).collect()
+    }
+
+    /// The next event from the camera, before interleaving; `None` when audio was taken in or
+    /// the oldest held item is due.
+    async fn next_raw(&mut self) -> Result<Option<Event>, SessionError> {
+        if let Some(f) = self.pending_key.take() {
+            return self.on_frame(*f).map(Some);
+        }
+        let stall = self.last_frame_at + self.stall_timeout;
+        let deadline = self.held.deadline().map_or(stall, |d| d.min(stall));
+        let item = match tokio::time::timeout_at(deadline, self.demuxed.next()).await {
+            Err(_) if deadline < stall => return Ok(None),
+            Err(_) => return Err(SessionError::Stalled(self.stall_timeout)),
+            Ok(None) => return Err(SessionError::Ended),
+            Ok(Some(Err(source))) => {
+                return Err(SessionError::Rtsp {
+                    step: "streaming",
+                    url: self.url.clone(),
+                    source,
+                })
+            }
+            Ok(Some(Ok(item))) => item,
+        };
+        match item {
+            CodecItem::VideoFrame(f) if f.stream_id() == self.stream_i => {
+                self.last_frame_at = Instant::now();
+                self.on_frame(f).map(Some)
+            }
+            // Audio never resets the stall timer: an audio-only stream is a stalled camera.
+            CodecItem::AudioFrame(f) => {
+                let Some(a) = self.audio.as_mut().filter(|a| a.stream_i == f.stream_id()) else {
+                    return Ok(None);
+                };
+                a.push(&f, now_90k());
+                let now = Instant::now();
+                while let Some(frame) = a.pop() {
+                    self.held.push_audio(frame, now);
+                }
+                let loss = u64::from(f.loss());
+                Ok((loss > 0).then_some(Event::Lost { loss }))
+            }
+            // RTCP sender reports and anything else: not frames, so no stall reset.
+            _ => Ok(None),
         }
     }
 
