@@ -1,9 +1,11 @@
 //! Cameras whose RTP clock runs fast or slow against wall time (camsim `--clock-ppm`), recorded
-//! by `understudy run` (issue 8): the recorder slews at most ~500 ppm, so a clock 5 % off
-//! drifts past the 1 s threshold within about 20 s; each time the run must end and re-anchor
-//! to wall time with a `time_reanchored` event, recordings must stay within 1 s of wall time
-//! and no sample may last under 1 ms or over 10 s. (The issue's 2,000 ppm needs ~11 min to
-//! cross 1 s after slewing; it is measured by hand, see benches/README.md.)
+//! by `understudy run` (issue 8). Arrival time bounds capture time, so a fast clock (camera 1,
+//! 5 % fast) is followed by moving the mapping back as frames arrive: its footage is never
+//! stamped after it arrived, and its runs never overlap. A slow clock (camera 2, 5 % slow) is
+//! slewed at most 500 ppm, so it drifts past the 1 s threshold within about 20 s: the run ends
+//! and re-anchors to wall time with a `time_reanchored` event. Recordings stay within 1 s of
+//! wall time and no sample lasts under 1 ms or over 10 s. (The issue's 2,000 ppm takes ~11 min
+//! to cross 1 s after slewing; `recorder/src/timeline.rs` tests it with synthetic clocks.)
 
 mod common;
 
@@ -44,26 +46,36 @@ async fn drifting_clocks_reanchor_to_wall_time() {
     let mut child = setup.spawn_run();
     let ok = wait_until_async(Duration::from_secs(30), || (1..=2).all(|ch| !setup.segment_files(ch).is_empty())).await;
     assert!(ok, "no recording: {}", setup.log());
-    // Until each channel re-anchored at least once (about 20 s; generous for a loaded box).
+    // Until the slow channel re-anchored at least once (about 20 s; generous for a loaded box).
     let reanchors = |ch: i64| -> usize {
         setup.api_get("/api/events?limit=1000").map_or(0, |e| {
             e["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "time_reanchored" && e["channel"] == ch).count()
         })
     };
-    let ok = wait_until_async(Duration::from_secs(60), || reanchors(1) >= 1 && reanchors(2) >= 1).await;
+    let ok = wait_until_async(Duration::from_secs(60), || reanchors(2) >= 1).await;
+    let fast_reanchors = reanchors(1);
     sigterm(&mut child);
     assert!(wait_exit(&mut child.0, Duration::from_secs(30)).is_some(), "understudy did not stop");
     let ended = understudy::commands::time::now_90k();
-    assert!(ok, "no time_reanchored event on both channels within 60 s ({}, {}): {}", reanchors(1), reanchors(2), setup.log());
+    assert!(ok, "no time_reanchored event on the slow channel within 60 s: {}", setup.log());
+    eprintln!("fast clock: {fast_reanchors} re-anchors; slow clock: {} re-anchors", reanchors(2));
 
     for ch in 1..=2 {
-        let recs = setup.recordings(ch);
-        assert!(recs.len() >= 2, "channel {ch}: a run per anchor: {recs:?}");
+        let mut recs = setup.recordings(ch);
+        assert!(recs.len() >= 2, "channel {ch}: segments: {recs:?}");
+        recs.sort_by_key(|r| r["start_90k"].as_i64());
         for r in &recs {
             let (s, e) = (r["start_90k"].as_i64().unwrap(), r["end_90k"].as_i64().unwrap());
-            // Within 1 s of wall time: nothing before the start, nothing in the future.
+            // Nothing before the start; nothing in the future (0.1 s: the last frame's
+            // duration is a guess, and placement may be 2 ms after arrival).
             assert!(s >= started - 90_000, "channel {ch}: {r} starts before the run ({started})");
-            assert!(e <= ended + 90_000, "channel {ch}: {r} ends after {ended} + 1 s");
+            assert!(e <= ended + 9_000, "channel {ch}: {r} ends after {ended} (stopped) + 0.1 s");
+        }
+        // Runs never overlap (a re-anchored run used to start before the previous one ended
+        // when a fast clock had been placed ahead of wall time).
+        for w in recs.windows(2) {
+            let (end, next) = (w[0]["end_90k"].as_i64().unwrap(), w[1]["start_90k"].as_i64().unwrap());
+            assert!(next >= end - 3_600, "channel {ch}: {} overlaps {}", w[1], w[0]);
         }
         for f in setup.segment_files(ch) {
             ffmpeg_decodes(&f).unwrap();

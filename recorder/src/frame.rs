@@ -163,3 +163,63 @@ pub enum IngestItem {
     /// to wall time. Precedes that run's `SessionEnded`; for the consumer's event log.
     Reanchored { error_ms: i64 },
 }
+
+/// Whether an H.265 access unit (4-byte length-prefixed NAL units) is an IRAP picture: every
+/// VCL NAL unit of type 16–23 (BLA, IDR, CRA; H.265 section 7.4.2.2, table 7-1). retina marks
+/// only IDR pictures as random access points; a camera (or x265's default) encoding open GOPs
+/// sends a CRA picture at every GOP and an IDR only at the start, so without this its run
+/// would never reach a key frame to cut a segment at. The RASL pictures that follow a CRA
+/// refer to the GOP before it: played from the CRA they are skipped by the decoder (H.265
+/// section 8.1.3, NoRaslOutputFlag), played across segments they decode.
+pub(crate) fn h265_is_irap(data: &[u8]) -> bool {
+    let mut rest = data;
+    let mut vcl = false;
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let Some(nal) = rest.get(4..4 + len) else {
+            return false;
+        };
+        if let Some(&first) = nal.first() {
+            let nal_type = (first >> 1) & 0x3f;
+            if nal_type < 32 {
+                if !(16..=23).contains(&nal_type) {
+                    return false;
+                }
+                vcl = true;
+            }
+        }
+        rest = &rest[4 + len..];
+    }
+    vcl
+}
+
+#[cfg(test)]
+mod irap_tests {
+    use super::h265_is_irap;
+
+    fn au(types: &[u8]) -> Vec<u8> {
+        types
+            .iter()
+            .flat_map(|t| {
+                let nal = [t << 1, 1, 0xaf, 0x00];
+                let mut v = (nal.len() as u32).to_be_bytes().to_vec();
+                v.extend_from_slice(&nal);
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cra_bla_and_idr_are_irap_others_not() {
+        // AUD (35), VPS/SPS/PPS (32–34), SEI (39) around the slices.
+        assert!(h265_is_irap(&au(&[35, 32, 33, 34, 21, 21]))); // CRA, two slices
+        assert!(h265_is_irap(&au(&[19]))); // IDR_W_RADL
+        assert!(h265_is_irap(&au(&[16, 39]))); // BLA_W_LP
+        assert!(!h265_is_irap(&au(&[1]))); // TRAIL_R
+        assert!(!h265_is_irap(&au(&[8]))); // RASL_N
+        assert!(!h265_is_irap(&au(&[21, 1]))); // mixed: not an IRAP picture
+        assert!(!h265_is_irap(&au(&[35, 39]))); // no slice
+        assert!(!h265_is_irap(&[0, 0, 0, 9, 42])); // truncated
+    }
+}
+

@@ -13,7 +13,7 @@ use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoFrame};
 use tokio::time::Instant;
 
 use crate::audio::{AudioChoice, AudioFrame, AudioTrack};
-use crate::frame::{Frame, ParamsError, VideoParams};
+use crate::frame::{Codec, Frame, ParamsError, VideoParams};
 use crate::interleave::{Interleave, Out};
 use crate::reorder::{reorder_depth, DecodeTimes, DEFAULT_DEPTH};
 use crate::spec::ChannelSpec;
@@ -329,7 +329,8 @@ impl Session {
         let Some(params) = self.params.clone() else {
             return Ok(Event::Skipped { loss });
         };
-        let key = f.is_random_access_point();
+        let key = f.is_random_access_point()
+            || (params.codec == Codec::H265 && crate::frame::h265_is_irap(f.data()));
         let ts = f.timestamp();
         let rtp_raw = to_90k(ts.elapsed(), ts.clock_rate().get());
         if !self.timeline.is_anchored() && !key {
@@ -349,7 +350,7 @@ impl Session {
             ))
         });
         let window = (decode.depth() as i64 + 1) * frame_90k;
-        let pts = match self.timeline.place(rtp, now_90k(), window) {
+        let pts = match self.timeline.place(rtp, now_90k(), window, decode.depth() > 0) {
             Placement::At(t) => t,
             Placement::Jump { error_90k } => {
                 self.decode = None;

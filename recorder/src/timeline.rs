@@ -5,8 +5,21 @@
 //!
 //! Arrival time is an upper bound on capture time, late by network and encoder delay and by
 //! jitter; the slew steers by the least-delayed frame of each second, so jitter does not move
-//! stamps and a steady delay is not mistaken for drift. Pure state machine: callers pass both
-//! clocks, so tests drive it with synthetic times.
+//! stamps and a steady delay is not mistaken for drift.
+//!
+//! Because arrival bounds capture, in a stream without reordering a frame the mapping would
+//! place after its own arrival is placed at its arrival instead and the mapping moves back with
+//! it at once: a camera clock running fast (at any rate) or stepping forward by less than the
+//! threshold is followed without ending the run, no footage is stamped in the future, and a
+//! re-anchored run never starts before the previous one ended (runs overlapped by up to the
+//! threshold when a fast clock was only slewed). A reordered (B-frame) stream sends pictures
+//! ahead of their presentation time, and moving the mapping at once would put the B-frames
+//! that follow before pictures already placed: there a fast clock is slewed and re-anchored as
+//! before. A stream counts as reordered once a frame comes with an earlier RTP time than one
+//! before it; one whose SPS does not say it never reorders is first watched for
+//! [`WATCH_FRAMES`] frames. A slow clock is slewed forward at most `max_slew_ppm` and re-anchored past the
+//! threshold, leaving a gap, never an overlap. Pure state machine: callers pass both clocks, so
+//! tests drive it with synthetic times.
 
 /// Tunables, 90 kHz units where they are times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +41,15 @@ impl Default for TimelineConfig {
 
 /// Media time between slew target updates (one second).
 const WINDOW_90K: i64 = 90_000;
+
+/// Frames of a run watched for reordering before a stream that may reorder (its SPS does not
+/// say otherwise) is treated as one that does not.
+const WATCH_FRAMES: u32 = 16;
+
+/// How far after its arrival (beyond the reorder lead) a frame may be placed before the
+/// mapping is moved back at once: 2 ms. Smaller differences are the least-delayed frames'
+/// jitter, which the slew absorbs without changing any frame's duration noticeably.
+const AHEAD_TOLERANCE_90K: i64 = 180;
 
 /// Where a frame goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +74,13 @@ struct Anchor {
     window_min_err: i64,
     /// Correction still to apply, slewed in frame by frame.
     to_slew: i64,
+    /// Slew allowed but not yet used, in millionths of a tick (500 ppm of a 40 ms frame is
+    /// 1.8 ticks: whole ticks per frame would slew 1 tick, only 278 ppm).
+    slew_credit: i64,
+    /// Frames placed in this run (saturating).
+    frames: u32,
+    /// A frame came with an earlier RTP time than one before it (B-frames).
+    reordering_seen: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -81,8 +110,15 @@ impl Timeline {
 
     /// Places a frame with RTP time `rtp_90k` (extended, in 90 kHz units) that arrived at wall
     /// time `wall_90k`. `reorder_90k` is how far behind the highest RTP time seen a frame may
-    /// legitimately be (B-frames); further back is a backwards jump.
-    pub(crate) fn place(&mut self, rtp_90k: i64, wall_90k: i64, reorder_90k: i64) -> Placement {
+    /// legitimately be (B-frames); further back is a backwards jump. `may_reorder`: the SPS
+    /// does not rule out B-frames.
+    pub(crate) fn place(
+        &mut self,
+        rtp_90k: i64,
+        wall_90k: i64,
+        reorder_90k: i64,
+        may_reorder: bool,
+    ) -> Placement {
         let a = match &mut self.state {
             State::Unanchored => {
                 self.state = State::Anchored(Anchor {
@@ -91,6 +127,9 @@ impl Timeline {
                     window_start: rtp_90k,
                     window_min_err: 0,
                     to_slew: 0,
+                    slew_credit: 0,
+                    frames: 1,
+                    reordering_seen: false,
                 });
                 return Placement::At(wall_90k);
             }
@@ -101,13 +140,28 @@ impl Timeline {
             self.state = State::Unanchored;
             return Placement::Jump { error_90k: err };
         }
-        a.window_min_err = a.window_min_err.min(err);
+        a.frames = a.frames.saturating_add(1);
+        a.reordering_seen |= rtp_90k < a.max_rtp;
+        let in_order = !a.reordering_seen && (!may_reorder || a.frames > WATCH_FRAMES);
+        let excess = if in_order { -err - AHEAD_TOLERANCE_90K } else { 0 };
+        if excess > 0 {
+            // Presented after it arrived: impossible, so the camera's clock is ahead. Move the
+            // mapping back to the bound now; every error of the window grows by as much.
+            a.offset -= excess;
+            a.to_slew = 0;
+            a.window_min_err = a.window_min_err.saturating_add(excess);
+        }
+        a.window_min_err = a.window_min_err.min(err + excess.max(0));
         if rtp_90k > a.max_rtp {
             // Slew in what is left of the target, at most max_slew_ppm of the media time
             // that passed.
             let advance = rtp_90k - a.max_rtp;
-            let limit = advance * self.cfg.max_slew_ppm / 1_000_000;
+            a.slew_credit += advance.saturating_mul(self.cfg.max_slew_ppm);
+            let limit = a.slew_credit / 1_000_000;
             let step = a.to_slew.clamp(-limit, limit);
+            // Only the fraction of a tick carries over: unused slew is not banked into a
+            // later burst.
+            a.slew_credit = (a.slew_credit - step.abs() * 1_000_000).min(999_999);
             a.offset += step;
             a.to_slew -= step;
             a.window_min_err -= step;
@@ -138,7 +192,7 @@ mod tests {
         rtp: impl Fn(i64) -> i64,
         wall: impl Fn(i64) -> i64,
     ) -> Vec<Placement> {
-        (0..n).map(|i| t.place(rtp(i), wall(i), 2 * FRAME)).collect()
+        (0..n).map(|i| t.place(rtp(i), wall(i), 2 * FRAME, false)).collect()
     }
 
     fn times(p: &[Placement]) -> Vec<i64> {
@@ -169,15 +223,16 @@ mod tests {
     }
 
     #[test]
-    fn fast_clock_is_slewed_at_most_500_ppm() {
+    fn slow_clock_within_500_ppm_is_slewed() {
         let mut t = Timeline::new(TimelineConfig::default());
-        // The camera's clock runs 300 ppm fast: 25 fps by its clock is 3601.08 ticks of ours.
+        // The camera's clock runs 300 ppm slow: 25 fps by its clock is 3601.08 ticks of ours.
         let n = 25 * 600; // ten minutes
         let p = feed(&mut t, n, |i| i * FRAME, |i| T0 + i * FRAME * 1_000_300 / 1_000_000);
         let ts = times(&p);
         for (i, s) in ts.iter().enumerate() {
             let wall = T0 + i as i64 * FRAME * 1_000_300 / 1_000_000;
             assert!((s - wall).abs() < 90 * 20, "frame {i}: off by {} ticks", s - wall);
+            assert!(*s <= wall + AHEAD_TOLERANCE_90K, "frame {i} stamped {} ticks after it arrived", s - wall);
         }
         for w in ts.windows(2) {
             let d = w[1] - w[0];
@@ -186,18 +241,88 @@ mod tests {
     }
 
     #[test]
-    fn clock_too_fast_to_slew_reanchors_before_a_second_off() {
+    fn slow_clock_beyond_the_slew_reanchors_at_the_threshold() {
         let mut t = Timeline::new(TimelineConfig::default());
-        // 2,000 ppm fast: slewing follows 500 ppm, the gap grows by 1.5 ms a second.
-        let n = 25 * 1200;
-        let wall = |i: i64| T0 + i * FRAME * 998 / 1000;
-        let p = feed(&mut t, n, |i| i * FRAME, wall);
-        let jumps = p.iter().filter(|p| matches!(p, Placement::Jump { .. })).count();
-        assert!((1..=2).contains(&jumps), "{jumps} re-anchors in 20 minutes");
+        // 2,000 ppm slow: slewing follows 500 ppm, so the error grows 1.5 ms a second and
+        // crosses 1 s after 1 / 1,500 ppm = 667 s (slewing slower, e.g. 280 ppm, would be 581 s).
+        let wall = |i: i64| T0 + i * FRAME * 1002 / 1000;
+        let p = feed(&mut t, 25 * 800, |i| i * FRAME, wall);
+        let first = p.iter().position(|p| matches!(p, Placement::Jump { .. }));
+        let at_s = first.map(|i| i as f64 / 25.0);
+        assert!(at_s.is_some_and(|s| (640.0..700.0).contains(&s)), "first re-anchor at {at_s:?} s");
         for (i, p) in p.iter().enumerate() {
             if let Placement::At(s) = p {
-                assert!((s - wall(i as i64)).abs() <= 90_000, "frame {i}");
+                assert!((0..=90_000).contains(&(wall(i as i64) - s)), "frame {i}");
             }
+        }
+    }
+
+    #[test]
+    fn fast_clock_follows_arrival_and_never_stamps_the_future() {
+        let mut t = Timeline::new(TimelineConfig::default());
+        // 2,000 ppm fast (and 5 %, far beyond any slew), arrivals 20 ms late plus 0–30 ms of
+        // jitter, twenty minutes: no re-anchor, no stamp after its frame's arrival, durations
+        // within a few ticks of the camera's shortened frame interval.
+        for ppm in [2_000, 50_000] {
+            let period = FRAME * (1_000_000 - ppm) / 1_000_000;
+            let arrival = |i: i64| T0 + i * period + 1800 + (i * 7919 % 2700);
+            let p = feed(&mut t, 25 * 1200, |i| i * FRAME, arrival);
+            let ts = times(&p);
+            let mut shortest = i64::MAX;
+            for (i, s) in ts.iter().enumerate() {
+                let a = arrival(i as i64);
+                assert!(*s <= a + AHEAD_TOLERANCE_90K, "{ppm} ppm: frame {i} stamped {} ticks after it arrived", s - a);
+                assert!(a - s <= 2700 + 1800, "{ppm} ppm: frame {i} stamped {} ticks early", a - s);
+            }
+            for w in ts.windows(2) {
+                shortest = shortest.min(w[1] - w[0]);
+                assert!(w[1] - w[0] <= FRAME + 3, "{ppm} ppm: duration {}", w[1] - w[0]);
+            }
+            assert!(shortest >= period - 2700, "{ppm} ppm: shortest duration {shortest}");
+            t = Timeline::new(TimelineConfig::default());
+        }
+    }
+
+    #[test]
+    fn fast_b_frame_stream_keeps_presentation_order() {
+        // I P B B P B B … sent in decode order (P three frames ahead), camera 2,000 ppm fast,
+        // the SPS not saying whether it reorders: the mapping is slewed, never moved at once,
+        // so every picture keeps its place among the others.
+        let mut t = Timeline::new(TimelineConfig::default());
+        let period = FRAME * 998 / 1000;
+        // Frame numbers in decode order: 0, then 3 1 2, 6 4 5, …
+        let rtps: Vec<i64> = std::iter::once(0)
+            .chain((0..1000).flat_map(|k| [3 * k + 3, 3 * k + 1, 3 * k + 2]))
+            .map(|n| n * FRAME)
+            .collect();
+        let placed: Vec<i64> = rtps
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match t.place(*r, T0 + i as i64 * period + 1800, 3 * FRAME, true) {
+                Placement::At(p) => p,
+                Placement::Jump { .. } => i64::MIN,
+            })
+            .collect();
+        let mut by_rtp: Vec<(i64, i64)> = rtps.iter().copied().zip(placed.iter().copied()).filter(|p| p.1 != i64::MIN).collect();
+        by_rtp.sort_unstable();
+        for w in by_rtp.windows(2) {
+            assert!(w[1].1 - w[0].1 >= FRAME / 2, "pictures {w:?} out of order or squeezed");
+        }
+    }
+
+    #[test]
+    fn forward_step_below_the_threshold_is_followed_without_a_new_run() {
+        let mut t = Timeline::new(TimelineConfig::default());
+        let wall = |i: i64| T0 + i * FRAME;
+        // RTP time steps 0.5 s forward at frame 50.
+        let rtp = |i: i64| i * FRAME + if i >= 50 { 45_000 } else { 0 };
+        let ts = times(&feed(&mut t, 100, rtp, wall));
+        for (i, s) in ts.iter().enumerate() {
+            let late = s - wall(i as i64);
+            assert!((0..=AHEAD_TOLERANCE_90K).contains(&late), "frame {i}: {late} ticks after arrival");
+        }
+        for w in ts.windows(2) {
+            assert!((FRAME - 2..=FRAME + AHEAD_TOLERANCE_90K).contains(&(w[1] - w[0])), "duration {}", w[1] - w[0]);
         }
     }
 
@@ -205,21 +330,21 @@ mod tests {
     fn rtp_jumps_end_the_run_and_reanchor_to_wall_time() {
         let mut t = Timeline::new(TimelineConfig::default());
         let wall = |i: i64| T0 + i * FRAME;
-        assert_eq!(t.place(0, wall(0), 0), Placement::At(T0));
-        assert_eq!(t.place(FRAME, wall(1), 0), Placement::At(T0 + FRAME));
+        assert_eq!(t.place(0, wall(0), 0, false), Placement::At(T0));
+        assert_eq!(t.place(FRAME, wall(1), 0, false), Placement::At(T0 + FRAME));
         // Back by 0.9 s (a server re-base): below the threshold, but backwards.
         let back = 2 * FRAME - 81_000;
-        assert!(matches!(t.place(back, wall(2), 2 * FRAME), Placement::Jump { .. }));
+        assert!(matches!(t.place(back, wall(2), 2 * FRAME, true), Placement::Jump { .. }));
         assert!(!t.is_anchored());
-        assert_eq!(t.place(back, wall(2), 0), Placement::At(wall(2)));
+        assert_eq!(t.place(back, wall(2), 0, false), Placement::At(wall(2)));
         // Forward by an hour.
         let fwd = back + FRAME + 3600 * 90_000;
-        match t.place(fwd, wall(3), 0) {
+        match t.place(fwd, wall(3), 0, false) {
             Placement::Jump { error_90k } => assert_eq!(error_90k, -3600 * 90_000),
             p => panic!("{p:?}"),
         }
-        assert_eq!(t.place(fwd, wall(3), 0), Placement::At(wall(3)));
-        assert_eq!(t.place(fwd + FRAME, wall(4), 0), Placement::At(wall(4)));
+        assert_eq!(t.place(fwd, wall(3), 0, false), Placement::At(wall(3)));
+        assert_eq!(t.place(fwd + FRAME, wall(4), 0, false), Placement::At(wall(4)));
     }
 
     #[test]
@@ -227,7 +352,7 @@ mod tests {
         let mut t = Timeline::new(TimelineConfig::default());
         let order = [0, 3, 1, 2, 6, 4, 5];
         for (i, f) in order.iter().enumerate() {
-            let p = t.place(f * FRAME, T0 + (i as i64 + 1) * FRAME, 2 * FRAME);
+            let p = t.place(f * FRAME, T0 + (i as i64 + 1) * FRAME, 2 * FRAME, true);
             assert_eq!(p, Placement::At(T0 + FRAME + f * FRAME));
         }
     }
