@@ -23,13 +23,16 @@ struct Recording {
 pub struct SimMain {
     addr: SocketAddr,
     task: Option<JoinHandle<()>>,
+    /// The accepting socket, shut down by [`SimMain::down`] so refusals start at once (an
+    /// aborted task drops its listener only when the runtime next gets to it).
+    listener: Option<Arc<TcpListener>>,
     recording: Arc<Mutex<Recording>>,
 }
 
 impl SimMain {
     /// Starts listening on `addr` (port 0 picks one).
     pub async fn start(addr: SocketAddr) -> std::io::Result<SimMain> {
-        let mut m = SimMain { addr, task: None, recording: Arc::default() };
+        let mut m = SimMain { addr, task: None, listener: None, recording: Arc::default() };
         m.up().await?;
         Ok(m)
     }
@@ -66,12 +69,17 @@ impl SimMain {
         if self.task.is_some() {
             return Ok(());
         }
-        let listener = TcpListener::bind(self.addr).await?;
+        let listener = Arc::new(TcpListener::bind(self.addr).await?);
         self.addr = listener.local_addr()?;
+        self.listener = Some(listener.clone());
         let recording = self.recording.clone();
         self.task = Some(tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    // Shut down (or out of descriptors): yield so the abort can land.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                };
                 let recording = recording.clone();
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,6 +105,12 @@ impl SimMain {
 
     /// Stops listening: connects are refused from now on.
     pub fn down(&mut self) {
+        if let Some(l) = self.listener.take() {
+            use std::os::fd::AsRawFd;
+            // Linux: shutting down a listening socket closes it for new connections now.
+            // SAFETY: `l` keeps the descriptor open for the duration of the call.
+            unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+        }
         if let Some(t) = self.task.take() {
             t.abort();
         }

@@ -81,6 +81,8 @@ struct Anchor {
     frames: u32,
     /// A frame came with an earlier RTP time than one before it (B-frames).
     reordering_seen: bool,
+    /// Where the previous frame went.
+    last_placed: i64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -130,6 +132,7 @@ impl Timeline {
                     slew_credit: 0,
                     frames: 1,
                     reordering_seen: false,
+                    last_placed: wall_90k,
                 });
                 return Placement::At(wall_90k);
             }
@@ -143,7 +146,11 @@ impl Timeline {
         a.frames = a.frames.saturating_add(1);
         a.reordering_seen |= rtp_90k < a.max_rtp;
         let in_order = !a.reordering_seen && (!may_reorder || a.frames > WATCH_FRAMES);
-        let excess = if in_order { -err - AHEAD_TOLERANCE_90K } else { 0 };
+        // The bound is also strictly after the previous frame: a sender faster than real time
+        // (camsim --fast: thousands of frames a second) gets its frames at their arrival times,
+        // however close, in order.
+        let bound = (wall_90k + AHEAD_TOLERANCE_90K).max(a.last_placed + 1);
+        let excess = if in_order { rtp_90k + a.offset - bound } else { 0 };
         if excess > 0 {
             // Presented after it arrived: impossible, so the camera's clock is ahead. Move the
             // mapping back to the bound now; every error of the window grows by as much.
@@ -173,7 +180,8 @@ impl Timeline {
                 a.window_min_err = i64::MAX;
             }
         }
-        Placement::At(rtp_90k + a.offset)
+        a.last_placed = rtp_90k + a.offset;
+        Placement::At(a.last_placed)
     }
 }
 
@@ -307,6 +315,20 @@ mod tests {
         by_rtp.sort_unstable();
         for w in by_rtp.windows(2) {
             assert!(w[1].1 - w[0].1 >= FRAME / 2, "pictures {w:?} out of order or squeezed");
+        }
+    }
+
+    #[test]
+    fn sender_faster_than_real_time_is_placed_at_arrival_in_order() {
+        // camsim --fast: 25 fps by RTP time, arriving every 1.5 ticks (60,000 frames a second).
+        let mut t = Timeline::new(TimelineConfig::default());
+        let arrival = |i: i64| T0 + i * 3 / 2;
+        let ts = times(&feed(&mut t, 20_000, |i| i * FRAME, arrival));
+        for w in ts.windows(2) {
+            assert!(w[1] > w[0], "not strictly increasing: {w:?}");
+        }
+        for (i, s) in ts.iter().enumerate() {
+            assert!(*s <= arrival(i as i64) + AHEAD_TOLERANCE_90K, "frame {i} in the future");
         }
     }
 

@@ -24,10 +24,6 @@ use crate::volume::Volume;
 const MAX_GAP_90K: i64 = 10 * TIMESCALE as i64;
 /// Stagger step for the first segment of each channel, so channels don't rotate together.
 const STAGGER_STEP_MS: u64 = 7919;
-/// A key frame this little before the rotation time still rotates: decode times carry the
-/// slew's tick-level corrections and a B-frame stream's decode lead, so a GOP that divides the
-/// segment duration exactly would otherwise miss the cut by a tick and double the segment.
-const ROTATE_SLACK_90K: i64 = 9_000;
 
 /// The writer's state: waiting for a key frame, or appending to a segment.
 enum RunState {
@@ -514,7 +510,7 @@ fn cut_reason(rec: &Recording, params: &Arc<TrackParams>, frame: &InputFrame) ->
         Some(Cut::Backwards)
     } else if frame.time_90k.saturating_sub(rec.last_time_90k) > MAX_GAP_90K {
         Some(Cut::Gap)
-    } else if frame.key && frame.time_90k >= rec.rotate_at_90k - ROTATE_SLACK_90K {
+    } else if frame.key && frame.time_90k >= rec.rotate_at_90k {
         Some(Cut::Rotate)
     } else if frame.time_90k.saturating_sub(rec.seg.start_90k) >= crate::catalog::MAX_SEGMENT_SPAN_90K {
         Some(Cut::TooLong)
