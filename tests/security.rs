@@ -27,12 +27,6 @@ fn login(setup: &Setup, from: Option<IpAddr>, user: &str, pw: &str) -> Answer {
     api::request_from(from, setup.api, tls, "POST", "/api/login", &["Content-Type: application/json".into()], body.as_bytes()).expect("login answers")
 }
 
-/// The session cookie (`name=value`) a login set.
-fn cookie_of(a: &Answer) -> String {
-    let c = a.header("set-cookie").unwrap_or_else(|| panic!("no cookie: {a:?}"));
-    c.split(';').next().unwrap().trim().to_owned()
-}
-
 /// Acceptance: every route of the router (the list it is built from, so a route added later is
 /// walked too), with every method, answers 401 without credentials, except the login and the
 /// static page. With no user at all, the API says how to add one.
@@ -135,7 +129,7 @@ fn sessions_tokens_and_csrf() {
     for flag in ["__Host-understudy=", "Path=/", "HttpOnly", "Secure", "SameSite=Lax"] {
         assert!(set.contains(flag), "{flag} missing in {set}");
     }
-    let cookie = cookie_of(&a);
+    let cookie = a.cookie();
     secrets.push(cookie.split_once('=').unwrap().1.to_owned());
     let csrf = a.json()["csrf"].as_str().unwrap().to_owned();
     let with_cookie = |path: &str, method: &str, extra: &[String]| {
@@ -160,7 +154,7 @@ fn sessions_tokens_and_csrf() {
 
     // A password change ends the sessions of the user.
     let a = login(&setup, None, "test", ADMIN_PASSWORD);
-    let cookie2 = cookie_of(&a);
+    let cookie2 = a.cookie();
     secrets.push(cookie2.split_once('=').unwrap().1.to_owned());
     answers.push(a.text());
     assert_eq!(setup.request("GET", "/api/session", &[format!("Cookie: {cookie2}")], b"").unwrap().status, 200);

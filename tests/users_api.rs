@@ -38,11 +38,6 @@ fn login(setup: &Setup, user: &str, pw: &str) -> Answer {
     send(setup, "POST", "/api/login", &[], json!({ "username": user, "password": pw }))
 }
 
-fn cookie_of(a: &Answer) -> String {
-    let c = a.header("set-cookie").unwrap_or_else(|| panic!("no cookie: {a:?}"));
-    c.split(';').next().unwrap().trim().to_owned()
-}
-
 #[test]
 fn admins_manage_users_and_tokens_over_http() {
     let setup = Setup::new(4, "session_idle = \"1h\"\nsession_max = \"2h\"", "");
@@ -71,7 +66,7 @@ fn admins_manage_users_and_tokens_over_http() {
     // A viewer may not manage users.
     let alice = login(&setup, "alice", alice_pw);
     assert_eq!(alice.status, 200, "{}", alice.text());
-    let alice_cookie = cookie_of(&alice);
+    let alice_cookie = alice.cookie();
     let alice_csrf = alice.json()["csrf"].as_str().unwrap().to_owned();
     let h = [format!("Cookie: {alice_cookie}"), format!("X-CSRF-Token: {alice_csrf}")];
     assert_eq!(send(&setup, "GET", "/api/users", &h, json!({})).status, 403);
@@ -80,7 +75,7 @@ fn admins_manage_users_and_tokens_over_http() {
     // The admin's own browser session: changes need the CSRF token; the cookie lives session_max.
     let s = login(&setup, "test", ADMIN_PASSWORD);
     assert!(s.header("set-cookie").unwrap().contains("Max-Age=7200"), "{}", s.head);
-    let cookie = format!("Cookie: {}", cookie_of(&s));
+    let cookie = format!("Cookie: {}", s.cookie());
     let csrf = format!("X-CSRF-Token: {}", s.json()["csrf"].as_str().unwrap());
     let change = json!({ "role": "operator", "channels": "1-3" });
     let no_csrf = send(&setup, "PUT", "/api/users/alice", std::slice::from_ref(&cookie), change.clone());

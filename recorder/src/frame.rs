@@ -164,6 +164,30 @@ pub enum IngestItem {
     Reanchored { error_ms: i64 },
 }
 
+#[cfg(test)]
+impl Frame {
+    /// A small H.264 frame at `time_90k`, for unit tests (fresh parameters each time).
+    pub(crate) fn for_test(time_90k: i64, key: bool) -> Frame {
+        Frame {
+            time_90k,
+            cts_offset: 0,
+            key,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+            params: Arc::new(VideoParams {
+                codec: Codec::H264,
+                rfc6381: "avc1.640016".into(),
+                width: 320,
+                height: 240,
+                sample_entry: Bytes::new(),
+                sps: None,
+                frame_90k: None,
+            }),
+            loss: 0,
+            audio: None,
+        }
+    }
+}
+
 /// Whether an H.265 access unit (4-byte length-prefixed NAL units) is an IRAP picture: every
 /// VCL NAL unit of type 16–23 (BLA, IDR, CRA; H.265 section 7.4.2.2, table 7-1). retina marks
 /// only IDR pictures as random access points; a camera (or x265's default) encoding open GOPs

@@ -203,27 +203,10 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{Codec, VideoParams};
     use bytes::Bytes;
 
     fn frame(time_90k: i64, key: bool) -> Frame {
-        Frame {
-            time_90k,
-            cts_offset: 0,
-            key,
-            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
-            params: Arc::new(VideoParams {
-                codec: Codec::H264,
-                rfc6381: "avc1.640016".into(),
-                width: 320,
-                height: 240,
-                sample_entry: Bytes::new(),
-                sps: None,
-                frame_90k: None,
-            }),
-            loss: 0,
-            audio: None,
-        }
+        Frame::for_test(time_90k, key)
     }
 
     fn gate(cap: usize) -> (Gate, mpsc::Receiver<IngestItem>, Arc<ChannelStats>) {

@@ -156,31 +156,12 @@ impl Interleave {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use bytes::Bytes;
 
     use super::*;
-    use crate::frame::{Codec, VideoParams};
 
     fn video(time_90k: i64) -> Frame {
-        Frame {
-            time_90k,
-            cts_offset: 0,
-            key: false,
-            data: Bytes::new(),
-            params: Arc::new(VideoParams {
-                codec: Codec::H264,
-                rfc6381: "avc1.640016".into(),
-                width: 320,
-                height: 240,
-                sample_entry: Bytes::new(),
-                sps: None,
-                frame_90k: None,
-            }),
-            loss: 0,
-            audio: None,
-        }
+        Frame::for_test(time_90k, false)
     }
 
     fn audio(time_90k: i64) -> AudioFrame {

@@ -256,7 +256,8 @@ impl Session {
                 return Ok(out.into());
             }
             match self.next_raw().await {
-                Ok(Some(Event::Frame(f))) => self.held.push_video(f, Instant::now()),
+                // `last_frame_at`: when next_raw took this frame in (one clock read a frame).
+                Ok(Some(Event::Frame(f))) => self.held.push_video(f, self.last_frame_at),
                 Ok(Some(e @ Event::Reanchor { .. })) => self.ending = Some(Ending::Reanchor(e)),
                 Ok(Some(e)) => return Ok(e),
                 Ok(None) => {} // held audio arrived, or a held item is due

@@ -29,6 +29,13 @@ impl Answer {
     pub fn header(&self, name: &str) -> Option<String> {
         self.raw_head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned()))
     }
+
+    /// The session cookie (`name=value`) a login set.
+    #[allow(dead_code)] // not every test binary logs in
+    pub fn cookie(&self) -> String {
+        let c = self.header("set-cookie").unwrap_or_else(|| panic!("no cookie: {self:?}"));
+        c.split(';').next().unwrap().trim().to_owned()
+    }
 }
 
 /// The TLS client configuration trusting only the PEM certificate at `cert`.
