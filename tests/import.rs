@@ -64,6 +64,7 @@ async fn onvif_import_then_takeover_records_each_camera_on_its_channel() {
     }
     let mut main = SimMain::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let setup = Setup::new(8, "", "# operator's comment stays\n");
+    let mode_before = mode(&setup.config);
     // Cameras become channels 1, 2, 3 in --from order.
     let probe = format!("tcp://{}", main.addr());
     let mut args = vec!["--main", "lobby-nvr", "--user", "admin", "--password-env", "NVR_PW", "--probe", &probe, "--check"];
@@ -78,7 +79,8 @@ async fn onvif_import_then_takeover_records_each_camera_on_its_channel() {
     for i in 1..=3 {
         assert!(stdout.contains(&format!("+ channel {i}: {}", sim.url(i))), "{stdout}");
     }
-    assert_eq!(mode(&setup.config), 0o600);
+    // Owner read/write, group read kept if it was there, never others.
+    assert_eq!(mode(&setup.config), 0o600 | (mode_before & 0o040));
     let written = std::fs::read_to_string(&setup.config).unwrap();
     assert!(written.contains("# operator's comment stays"), "{written}");
     assert!(!written.contains("problem"), "a usable camera was flagged:\n{written}");
@@ -192,6 +194,68 @@ async fn hikvision_import_merge_and_bad_answers() {
     sim.shutdown().await;
 }
 
+/// Re-running a Hikvision import when one camera's stage B fails (its ONVIF service is gone):
+/// the camera is still on the main, so its entry and hand edits stay and it is only flagged.
+/// The rewritten file keeps its owner, group and group-read bit (a packaged config is
+/// root:understudy 0640), and a config whose other main reads a health token from the
+/// environment imports without that variable set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hikvision_rerun_keeps_a_camera_whose_onvif_fails_and_the_files_owner() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let sim = camsim(&[H264, H264]).await;
+    let onvif = [OnvifCam::start("127.0.0.1", NVR_PW, sim.url(1)).await, OnvifCam::start("127.0.0.1", NVR_PW, sim.url(2)).await];
+    let chans = hik_channels(&onvif);
+    let nvr = HttpDevice::start("127.0.0.2", hikvision::PATH, "application/xml", NVR_PW, hikvision::list(&chans)).await;
+    let setup = Setup::new(16, "", "");
+    let unset = "UNDERSTUDY_TEST_IMPORT_UNSET_HEALTH_TOKEN";
+    assert!(std::env::var_os(unset).is_none());
+    let other = format!("\n[[main]]\nname = \"other\"\nprobe = \"tcp://127.0.0.1:9\"\nhealth = \"understudy://127.0.0.1:9\"\nhealth_token_env = \"{unset}\"\nstart_channel = 16\n\n[[main.camera]]\nchannel = 1\nurl = \"rtsp://127.0.0.1:9/1\"\n");
+    let mut cfg = std::fs::read_to_string(&setup.config).unwrap();
+    cfg.push_str(&other);
+    std::fs::write(&setup.config, &cfg).unwrap();
+    let from = format!("hikvision://{}", nvr.addr);
+    let env = [("NVR_PW", NVR_PW)];
+    let args = ["--main", "hik", "--from", &from, "--user", "admin", "--password-env", "NVR_PW", "--timeout", "2s"];
+
+    let out = import(&setup, &args, &env);
+    assert!(out.status.success(), "health_token_env without its variable stopped the import:\n{}", text(&out));
+    let written = std::fs::read_to_string(&setup.config).unwrap();
+    assert!(written.contains(&format!("url = \"{}\"", sim.url(2))) && written.contains(&format!("health_token_env = \"{unset}\"")), "{written}");
+
+    // Hand edits on channel 2; the file as the Debian package keeps it: another owner, 0640.
+    let edited = written.replacen(&format!("url = \"{}\"", sim.url(2)), &format!("# the loading dock\nurl = \"{}\"\ntransport = \"udp\"", sim.url(2)), 1);
+    std::fs::write(&setup.config, &edited).unwrap();
+    std::os::unix::fs::chown(&setup.config, Some(4243), Some(4242)).expect("tests run as root: chown");
+    std::fs::set_permissions(&setup.config, std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    // Channel 2's ONVIF service stops answering (nothing listens at its port any more).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut gone = hik_channels(&onvif);
+    gone[1] = hikvision::channel(2, "Cam 2", "ONVIF", "127.0.0.1", closed);
+    nvr.set_body(hikvision::list(&gone));
+    let out = import(&setup, &args, &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("- channel 2") && !stdout.contains("✗ channel 2"), "a camera still on the main was removed:\n{stdout}");
+    assert!(stdout.contains("! channel 2: ONVIF at 127.0.0.1:") && stdout.contains("entry kept as it was"), "{stdout}");
+    let merged = std::fs::read_to_string(&setup.config).unwrap();
+    for keep in [format!("url = \"{}\"", sim.url(2)), "# the loading dock".to_owned(), "transport = \"udp\"".to_owned(), format!("problem = \"ONVIF at 127.0.0.1:{closed}")] {
+        assert!(merged.contains(&keep), "{keep} lost:\n{merged}");
+    }
+    let m = std::fs::metadata(&setup.config).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.permissions().mode() & 0o777), (4243, 4242, 0o640), "owner, group or mode changed");
+    assert!(stdout.contains("mode 0640"), "{stdout}");
+
+    // It answers again: the flag goes, the hand edits stay.
+    nvr.set_body(hikvision::list(&chans));
+    let out = import(&setup, &args, &env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("✓ channel 2: problem resolved"), "{}", text(&out));
+    let fixed = std::fs::read_to_string(&setup.config).unwrap();
+    assert!(fixed.contains("# the loading dock") && fixed.contains("transport = \"udp\"") && !fixed.contains(&format!("127.0.0.1:{closed}")), "{fixed}");
+    sim.shutdown().await;
+}
+
 /// Acceptance: Dahua with Digest; camera passwords from the source, else
 /// --camera-password-env, checked by DESCRIBE against a camsim that demands them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,6 +297,14 @@ async fn dahua_import_passwords_checked_by_describe() {
     assert_eq!(written.matches(&format!("password = \"{CAM_PW}\"")).count(), 2, "{written}");
     assert!(!written.contains(NVR_PW), "the NVR's password was written:\n{written}");
     understudy::config::Config::load(&setup.config).unwrap();
+    // Again without --camera-password-env: the passwords now in the entries are tried first, so
+    // channel 2 (masked by the NVR) still passes DESCRIBE instead of getting the NVR's and a 401.
+    let out = import(&setup, &base, &[("NVR_PW", NVR_PW)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("[H264 640x360]").count(), 2, "{stdout}");
+    assert!(!stdout.contains("PROBLEM") && stdout.contains("no changes"), "the entry's password was not tried:\n{stdout}");
+    assert_eq!(std::fs::read_to_string(&setup.config).unwrap(), written);
 
     // A wrong NVR password and a truncated answer are clear errors.
     let before = written;

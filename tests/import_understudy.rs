@@ -101,6 +101,20 @@ async fn understudy_source_import_then_takeover() {
     assert!(stdout.contains("no password known"), "A gives no camera passwords, so they are flagged:\n{stdout}");
     assert_eq!(std::fs::read_to_string(&b.config).unwrap(), before, "--dry-run wrote");
 
+    // A password set by hand in B's entry for A's camera 1 is tried first: that camera is not
+    // flagged "no password known" (camera 2, without an entry, still is).
+    let hand = format!(
+        "{before}\n[[main]]\nname = \"box-a\"\nprobe = \"tcp://127.0.0.1:{}\"\n\n[[main.camera]]\nchannel = 1\nurl = \"{}\"\nusername = \"admin\"\npassword = \"{CAM_PW}\"\n",
+        a.api,
+        sim.url(1)
+    );
+    std::fs::write(&b.config, &hand).unwrap();
+    let out = import(&b, &["--main", "box-a", "--from", &from, "--token-env", "A_TOKEN", "--ca", ca.to_str().unwrap(), "--dry-run"], &tok, &secrets);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("! channel 1:") && stdout.contains("! channel 3: no password known"), "the hand-set password was not used:\n{stdout}");
+    std::fs::write(&b.config, &before).unwrap();
+
     // User and password login with the pinned fingerprint, camera password given, DESCRIBE checked.
     let env = [("APW", ADMIN_PASSWORD), ("CAM", CAM_PW)];
     let args = ["--main", "box-a", "--from", &from, "--user", "test", "--password-env", "APW", "--fingerprint", &fp, "--camera-password-env", "CAM", "--check"];
@@ -162,6 +176,8 @@ async fn api_import_preview_confirm_and_refusals() {
         }
     };
     let before = std::fs::read_to_string(&b.config).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode_before = std::fs::metadata(&b.config).unwrap().permissions().mode();
 
     // Preview: the cameras with their flags and the changes; nothing written.
     let ans = post_import(&b, &b.token, &body);
@@ -174,6 +190,8 @@ async fn api_import_preview_confirm_and_refusals() {
     let cam = &v["cameras"][0];
     assert_eq!((cam["password_known"].as_bool(), cam["described"].as_str(), cam["name"].as_str()), (Some(true), Some("H264 640x360"), Some("lobby")), "{v}");
     assert_eq!(std::fs::read_to_string(&b.config).unwrap(), before, "a preview wrote the config");
+    let digest = v["digest"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(digest.len(), 64, "the preview's digest: {v}");
 
     // Refusals: an operator, a bad source, a wrong token, unknown fields.
     b.add_user("op", "operator", "all", "operator-password-1");
@@ -194,8 +212,26 @@ async fn api_import_preview_confirm_and_refusals() {
     assert!(ans.status >= 400 && ans.text().contains("pasword"), "{} {}", ans.status, ans.text());
     assert_eq!(std::fs::read_to_string(&b.config).unwrap(), before, "a refused import wrote the config");
 
-    // Confirm: the config is written (0600) and a restart is asked for; again: no changes.
+    // Confirm needs the preview's digest, and writes only what that preview showed.
     body["confirm"] = true.into();
+    let ans = post_import(&b, &b.token, &body);
+    assert!(ans.status == 400 && ans.text().contains("digest"), "{} {}", ans.status, ans.text());
+    body["digest"] = "00".repeat(32).into();
+    let ans = post_import(&b, &b.token, &body);
+    assert!(ans.status == 409 && ans.text().contains("differs from the preview"), "{} {}", ans.status, ans.text());
+    assert_eq!(std::fs::read_to_string(&b.config).unwrap(), before, "a confirm of another plan wrote the config");
+    // The config changed after the preview: what would be written now differs, nothing is.
+    let edited = format!("{before}\n# edited after the preview\n");
+    std::fs::write(&b.config, &edited).unwrap();
+    body["digest"] = digest.clone().into();
+    let ans = post_import(&b, &b.token, &body);
+    clean(&ans);
+    assert!(ans.status == 409 && ans.text().contains("preview again"), "{} {}", ans.status, ans.text());
+    assert_eq!(std::fs::read_to_string(&b.config).unwrap(), edited, "a stale confirm wrote the config");
+    std::fs::write(&b.config, &before).unwrap();
+
+    // Confirm with the preview's digest: the config is written (owner and group kept, never
+    // readable by others) and a restart is asked for; again: no changes.
     let ans = post_import(&b, &b.token, &body);
     clean(&ans);
     assert_eq!(ans.status, 200, "{}", ans.text());
@@ -204,8 +240,7 @@ async fn api_import_preview_confirm_and_refusals() {
     assert!(v["message"].as_str().unwrap().contains("restart"), "{v}");
     let written = std::fs::read_to_string(&b.config).unwrap();
     assert!(written.contains("name = \"box-a\"") && written.contains(&sim.url(1)) && written.contains(&format!("password = \"{CAM_PW}\"")), "{written}");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&b.config).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&b.config).unwrap().permissions().mode() & 0o777, 0o600 | (mode_before & 0o040));
     understudy::config::Config::load(&b.config).unwrap();
     let ans = post_import(&b, &b.token, &body);
     assert!(ans.status == 200 && ans.json()["changes"].as_array().is_some_and(|c| c.is_empty()) && ans.json()["written"] == false, "{}", ans.text());

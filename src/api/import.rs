@@ -1,6 +1,7 @@
 //! Importing mains through the API: `GET /api/config/cameras` (this box's cameras for another
 //! box importing it as a main: URLs and users, never passwords) and `POST /api/mains/import`
-//! (an administrator's import into this box's config: preview, then `confirm: true` writes it).
+//! (an administrator's import into this box's config: preview, then `confirm: true` with the
+//! preview's digest writes exactly what was previewed, or nothing).
 
 use std::time::Duration;
 
@@ -65,6 +66,21 @@ pub struct ImportRequest {
     /// Write the config (else only preview).
     #[serde(default)]
     confirm: bool,
+    /// With `confirm`: the `digest` of the preview being confirmed.
+    digest: Option<String>,
+}
+
+/// A digest of the config text an import would write, to tie a confirm to its preview: SHA-256
+/// keyed with a random per-process key (the text holds camera passwords, so a plain hash could
+/// be tested against guesses). Hex.
+fn plan_digest(new_text: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    let mut h = Sha256::new();
+    h.update(key);
+    h.update(new_text.as_bytes());
+    hex::encode(h.finalize())
 }
 
 /// Empty form fields count as absent.
@@ -89,9 +105,10 @@ fn camera_json(c: &Imported) -> serde_json::Value {
 static CONFIG_FILE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `POST /api/mains/import` (administrators): runs the import like `understudy import`. Without
-/// `confirm` it only previews (cameras with their flags, the changes); with `confirm: true` it
-/// merges them into the config file (mode 0600). The running daemon keeps its configuration
-/// until restarted. Passwords are never echoed back.
+/// `confirm` it only previews (cameras with their flags, the changes, a `digest` of the file it
+/// would write); with `confirm: true` and that digest it imports again and writes the merged
+/// config only if it is exactly what was previewed (else 409, nothing written). The running
+/// daemon keeps its configuration until restarted. Passwords are never echoed back.
 pub async fn import_main(State(st): State<ApiState>, Extension(p): Extension<Principal>, Json(req): Json<ImportRequest>) -> Result<Response, ApiError> {
     if p.role != Role::Admin {
         return Err(ApiError(StatusCode::FORBIDDEN, format!("user {:?} ({}): adding a main needs an administrator", p.user, p.role.name())));
@@ -111,7 +128,17 @@ pub async fn import_main(State(st): State<ApiState>, Extension(p): Extension<Pri
     if !matches!(source, Source::Understudy(_)) && (token.is_some() || trust != Trust::Roots) {
         return Err(bad("token and fingerprint are for understudy:// sources"));
     }
+    let digest = given(&req.digest).map(str::to_owned);
+    if req.confirm && digest.is_none() {
+        return Err(bad("digest: confirm needs the digest of the preview it confirms: preview first"));
+    }
     let probe = given(&req.probe).map(str::to_owned).or_else(|| source.default_probe());
+    // The main's cameras already in the file: their hand-set credentials are tried first.
+    let path = st.station.cfg.file.clone();
+    let known = match tokio::fs::read_to_string(&path).await {
+        Ok(text) => crate::config::Config::parse_structure(&text, &path).map(|c| import::Known::of_main(&c, &main)).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     let opts = Options {
         main: main.clone(),
         source,
@@ -123,6 +150,7 @@ pub async fn import_main(State(st): State<ApiState>, Extension(p): Extension<Pri
         discover_for: Duration::from_secs(3),
         token,
         trust,
+        known,
     };
     let label = opts.source.label();
     let outcome = |result: &str, detail: serde_json::Value| {
@@ -140,7 +168,6 @@ pub async fn import_main(State(st): State<ApiState>, Extension(p): Extension<Pri
         }
     };
     let cameras: Vec<_> = cams.iter().map(camera_json).collect();
-    let path = st.station.cfg.file.clone();
     let _file = CONFIG_FILE.lock().await;
     let text = tokio::fs::read_to_string(&path).await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{}: cannot read: {e}", path.display())))?;
     let (new_text, changes) = match import::plan(&text, &path, &main, probe.as_deref(), &opts.source, &cams) {
@@ -151,25 +178,36 @@ pub async fn import_main(State(st): State<ApiState>, Extension(p): Extension<Pri
         }
     };
     let changes: Vec<String> = changes.iter().map(merge::Change::to_string).collect();
+    let planned = plan_digest(&new_text);
+    if req.confirm && digest.as_deref() != Some(planned.as_str()) {
+        // The import, the main or the config file changed since the preview: write nothing.
+        let e = "what this import would write now differs from the preview being confirmed (the main's answer, a camera or the config file changed since): nothing written; preview again".to_owned();
+        outcome("refused", json!({ "error": "stale preview", "changes": changes.len() }));
+        return Ok((StatusCode::CONFLICT, Json(json!({ "error": e, "cameras": cameras, "changes": changes }))).into_response());
+    }
     let write = req.confirm && !changes.is_empty();
+    let mut mode = 0;
     if write {
         let (p2, t2) = (path.clone(), new_text);
         let written = tokio::task::spawn_blocking(move || merge::write_private(&p2, &t2)).await.map_err(super::internal)?;
-        if let Err(e) = written {
-            let msg = format!("{}: cannot write: {e} (a packaged service may not write its config: run `understudy import` as root instead)", path.display());
-            outcome("failed", json!({ "error": msg }));
-            return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg));
+        match written {
+            Ok(m) => mode = m,
+            Err(e) => {
+                let msg = format!("{}: cannot write: {e} (a packaged service may not write its config: run `understudy import` as root instead)", path.display());
+                outcome("failed", json!({ "error": msg }));
+                return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg));
+            }
         }
     }
     outcome("ok", json!({ "changes": changes.len(), "written": write }));
     let message = match (req.confirm, write) {
-        (_, true) => format!("written to {} (mode 0600); restart understudy (systemctl restart understudy) to watch main {main:?} with these cameras", path.display()),
+        (_, true) => format!("written to {} (mode {mode:04o}); restart understudy (systemctl restart understudy) to watch main {main:?} with these cameras", path.display()),
         (true, false) => format!("main {main:?}: no changes; nothing written"),
         (false, _) if changes.is_empty() => format!("main {main:?}: no changes"),
         (false, _) => "preview only: nothing written; confirm to write the config".to_owned(),
     };
     Ok(Json(json!({
-        "main": main, "source": label, "cameras": cameras, "changes": changes,
+        "main": main, "source": label, "cameras": cameras, "changes": changes, "digest": planned,
         "written": write, "restart_needed": write, "message": message,
     }))
     .into_response())

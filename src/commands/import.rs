@@ -1,5 +1,5 @@
 //! `understudy import`: fill in a main's cameras from the main itself or over ONVIF, merge them
-//! into the config (mode 0600) and print what changed.
+//! into the config (its owner and group kept, never readable by others) and print what changed.
 
 use std::io::BufRead as _;
 
@@ -43,12 +43,14 @@ pub async fn run(args: ImportArgs) -> CmdResult {
         return Err("--token-env, --fingerprint and --ca are for understudy:// sources".into());
     }
 
-    // The config must be readable and valid before anything is asked of the network.
+    // The config must be readable and valid before anything is asked of the network; secrets
+    // the daemon reads from its environment (health_token_env) are not needed here.
     let text = std::fs::read_to_string(&args.config).map_err(|e| format!("{}: cannot read: {e}", args.config.display()))?;
-    Config::parse(&text, &args.config)?;
+    let cfg = Config::parse_structure(&text, &args.config)?;
+    let known = import::Known::of_main(&cfg, &args.main);
 
     let probe = args.probe.clone().or_else(|| source.default_probe());
-    let opts = Options { main: args.main.clone(), source, main_creds, camera_user: args.camera_user.clone(), camera_password, check: args.check, timeout, discover_for, token, trust };
+    let opts = Options { main: args.main.clone(), source, main_creds, camera_user: args.camera_user.clone(), camera_password, check: args.check, timeout, discover_for, token, trust, known };
     eprintln!("import: asking {} for its cameras…", opts.source.label());
     let cams = import::run(&opts).await?;
 
@@ -71,8 +73,8 @@ pub async fn run(args: ImportArgs) -> CmdResult {
     if args.dry_run {
         println!("--dry-run: {} not written", args.config.display());
     } else {
-        merge::write_private(&args.config, &new_text).map_err(|e| format!("{}: cannot write: {e}", args.config.display()))?;
-        println!("written to {} (mode 0600)", args.config.display());
+        let mode = merge::write_private(&args.config, &new_text).map_err(|e| format!("{}: cannot write: {e}", args.config.display()))?;
+        println!("written to {} (mode {mode:04o}, owner and group kept)", args.config.display());
     }
     Ok(())
 }

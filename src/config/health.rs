@@ -85,6 +85,8 @@ impl Validator<'_> {
                 };
                 let token = match raw.token_env {
                     None => None,
+                    Some(v) if v.get_ref().trim().is_empty() => return self.err(Some(v.span()), format!("{field}.health_token_env"), "must name an environment variable"),
+                    Some(_) if !self.read_env => None,
                     Some(v) => match std::env::var(v.get_ref()) {
                         Ok(t) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
                         _ => return self.err(Some(v.span()), format!("{field}.health_token_env"), format!("environment variable {:?} is not set or empty", v.get_ref())),

@@ -357,6 +357,17 @@ impl Config {
 
     /// Parses and validates `text`; `path` is used in error messages and to resolve nothing else.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, true)
+    }
+
+    /// Like [`Config::parse`] but reads no environment variable: secrets named by `*_env`
+    /// fields are left unset (only their names are checked). For tools that edit the file
+    /// (`understudy import`) and need its structure, not the daemon's secrets.
+    pub fn parse_structure(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, false)
+    }
+
+    fn parse_with(text: &str, path: &Path, read_env: bool) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             ConfigError {
@@ -366,7 +377,7 @@ impl Config {
                 message: e.message().to_owned(),
             }
         })?;
-        Validator { text, file: path }.validate(raw)
+        Validator { text, file: path, read_env }.validate(raw)
     }
 
     /// Every channel that something may record onto, with who owns it: used by `check`.
@@ -395,6 +406,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 struct Validator<'a> {
     text: &'a str,
     file: &'a Path,
+    /// Whether secrets named by `*_env` fields are read from the environment.
+    read_env: bool,
 }
 
 impl Validator<'_> {

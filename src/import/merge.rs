@@ -1,6 +1,7 @@
 //! Merging imported cameras into the config file with `toml_edit`: the `[[main]]` named on the
 //! command line is created or updated, its `[[main.camera]]` entries matched to what was
-//! imported (by URL, then by channel), and every other line, comment and hand edit kept.
+//! imported (by URL, then by channel), and every other line, comment and hand edit kept; and
+//! writing the result without changing who may read the file.
 
 use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
 
@@ -17,6 +18,9 @@ pub enum Change {
     Flagged { channel: u32, problem: String },
     Unflagged { channel: u32 },
     Skipped { channel: u32, problem: String },
+    /// The channel's URL moved to another host but the entry's hand-set (or earlier imported)
+    /// username/password were kept: they were the old host's.
+    CredentialsKept { channel: u32, old_host: String, new_host: String },
 }
 
 impl std::fmt::Display for Change {
@@ -30,6 +34,9 @@ impl std::fmt::Display for Change {
             Change::Flagged { channel, problem } => write!(f, "! channel {channel}: {problem}"),
             Change::Unflagged { channel } => write!(f, "✓ channel {channel}: problem resolved"),
             Change::Skipped { channel, problem } => write!(f, "✗ channel {channel}: not written: {problem}"),
+            Change::CredentialsKept { channel, old_host, new_host } => {
+                write!(f, "! channel {channel}: the camera moved from {old_host} to {new_host}; the username/password kept in its entry were set for {old_host}: check them")
+            }
         }
     }
 }
@@ -95,18 +102,34 @@ pub fn merge(text: &str, name: &str, probe: Option<&str>, cams: &[Imported]) -> 
             target[ci] = Some(j);
         }
     }
-    for (ci, c) in cams.iter().enumerate() {
-        if target[ci].is_some() || c.url.is_none() {
-            continue;
-        }
-        if let Some(j) = (0..n).find(|&j| !taken[j] && old[j].0 == Some(c.channel)) {
-            taken[j] = true;
-            target[ci] = Some(j);
+    // Then by channel: cameras with a URL first, then those stage B could not resolve (no URL
+    // this time: an ONVIF timeout, a refused password), whose entries must stay, not be removed.
+    for with_url in [true, false] {
+        for (ci, c) in cams.iter().enumerate() {
+            if target[ci].is_some() || c.url.is_some() != with_url {
+                continue;
+            }
+            if let Some(j) = (0..n).find(|&j| !taken[j] && old[j].0 == Some(c.channel)) {
+                taken[j] = true;
+                target[ci] = Some(j);
+            }
         }
     }
     for (ci, c) in cams.iter().enumerate() {
         let Some(u) = &c.url else {
-            changes.push(Change::Skipped { channel: c.channel, problem: c.problems.join("; ") });
+            let problem = c.problems.join("; ");
+            match target[ci].and_then(|j| existing.get_mut(j)) {
+                // Still on the main but unresolved this time: the entry stays as it is (URL,
+                // credentials, hand edits); only its problem says why.
+                Some(t) => {
+                    let problem = if problem.is_empty() { "the import found no stream URL this time".to_owned() } else { problem };
+                    if string(t, "problem") != Some(problem.as_str()) {
+                        t["problem"] = value(problem.as_str());
+                        changes.push(Change::Flagged { channel: c.channel, problem: format!("{problem} (entry kept as it was)") });
+                    }
+                }
+                None => changes.push(Change::Skipped { channel: c.channel, problem }),
+            }
             continue;
         };
         let url = u.to_string();
@@ -121,6 +144,11 @@ pub fn merge(text: &str, name: &str, probe: Option<&str>, cams: &[Imported]) -> 
                 if old[j].1 != key(&url) {
                     changes.push(Change::UrlChanged { channel: c.channel, old: old[j].1.clone(), new: url.clone() });
                     t["url"] = value(url.as_str());
+                    let old_host = url::Url::parse(&old[j].1).ok().and_then(|o| o.host_str().map(str::to_owned));
+                    let new_host = u.host_str().map(str::to_owned);
+                    if old_host != new_host && (t.contains_key("username") || t.contains_key("password")) {
+                        changes.push(Change::CredentialsKept { channel: c.channel, old_host: old_host.unwrap_or_default(), new_host: new_host.unwrap_or_default() });
+                    }
                 }
                 // Hand-set credentials stay; only what is missing is filled in.
                 if t.get("username").is_none() {
@@ -177,20 +205,48 @@ pub fn merge(text: &str, name: &str, probe: Option<&str>, cams: &[Imported]) -> 
     }
     changes.sort_by_key(|c| match c {
         Change::MainAdded => 0,
-        Change::Added { channel, .. } | Change::Removed { channel, .. } | Change::UrlChanged { channel, .. } | Change::Flagged { channel, .. } | Change::Unflagged { channel } | Change::Skipped { channel, .. } => *channel,
+        Change::Added { channel, .. }
+        | Change::Removed { channel, .. }
+        | Change::UrlChanged { channel, .. }
+        | Change::Flagged { channel, .. }
+        | Change::Unflagged { channel }
+        | Change::Skipped { channel, .. }
+        | Change::CredentialsKept { channel, .. } => *channel,
         Change::Moved { to, .. } => *to,
     });
     Ok((doc.to_string(), changes))
 }
 
-/// Writes `text` to `path` atomically with mode 0600 (the file holds camera passwords).
-pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+/// The mode a rewritten config gets: owner read/write, group read when the old file had it
+/// (the Debian package keeps it `root:understudy 0640` for the service to read), never any
+/// access for others; a new file is 0600 (it holds camera passwords).
+pub fn private_mode(old: Option<u32>) -> u32 {
+    0o600 | old.map_or(0, |m| m & 0o040)
+}
+
+/// Writes `text` to `path` atomically (a new file renamed over the old one). The new file keeps
+/// the old one's owner and group and its group-read bit (see [`private_mode`]); if the owner
+/// cannot be kept (not root), nothing is written. Returns the mode written.
+pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<u32> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let old = match std::fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mode = private_mode(old.as_ref().map(|m| m.mode()));
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let tmp = dir.join(format!(".{}.import-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("config"), std::process::id()));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        if let Some(m) = &old {
+            std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot keep the file's owner {}:{} ({e}); nothing written: run the import as root or as that user", m.uid(), m.gid()))
+            })?;
+        }
+        // After the chown (which may clear mode bits), and not subject to the umask.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -199,7 +255,7 @@ pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> 
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result.map(|()| mode)
 }
 
 #[cfg(test)]
@@ -260,5 +316,73 @@ url = "http://x/"
         assert_eq!(ch[0], Change::MainAdded);
         assert!(out.contains("name = \"nvr-b\""));
         assert!(out.contains("[[main.camera]]"));
+    }
+
+    #[test]
+    fn a_camera_unresolved_this_time_keeps_its_entry_and_is_only_flagged() {
+        let mut failed = cam(2, "rtsp://x/");
+        failed.url = None;
+        failed.problems = vec!["ONVIF at 10.0.1.12:80 is not reachable from this box: timed out".into()];
+        let cams = [cam(1, "rtsp://10.0.1.11/s"), failed.clone()];
+        let edited = BASE.replace("url = \"rtsp://10.0.1.12/s\"", "url = \"rtsp://10.0.1.12/s\"\n# dock camera\npassword = \"hand-set\"\ntransport = \"tcp\"");
+        let (out, changes) = merge(&edited, "nvr-a", None, &cams).unwrap();
+        assert!(!changes.iter().any(|c| matches!(c, Change::Removed { .. } | Change::Skipped { .. })), "{changes:?}");
+        assert!(matches!(&changes[..], [Change::Flagged { channel: 2, problem }] if problem.contains("not reachable")), "{changes:?}");
+        for keep in ["url = \"rtsp://10.0.1.12/s\"", "# dock camera", "password = \"hand-set\"", "transport = \"tcp\"", "problem = \"ONVIF at 10.0.1.12:80"] {
+            assert!(out.contains(keep), "{keep} lost:\n{out}");
+        }
+        // The same failure again: nothing to report; resolved later: the flag goes, the rest stays.
+        let (again, changes) = merge(&out, "nvr-a", None, &cams).unwrap();
+        assert!(changes.is_empty() && again == out, "{changes:?}");
+        let (fixed, changes) = merge(&out, "nvr-a", None, &[cam(1, "rtsp://10.0.1.11/s"), cam(2, "rtsp://10.0.1.12/s")]).unwrap();
+        assert_eq!(changes, vec![Change::Unflagged { channel: 2 }]);
+        assert!(!fixed.contains("problem") && fixed.contains("password = \"hand-set\""), "{fixed}");
+        // A camera with no URL and no entry is still only reported, not written.
+        let mut new = failed;
+        new.channel = 7;
+        let (_, changes) = merge(BASE, "nvr-a", None, &[cam(1, "rtsp://10.0.1.11/s"), cam(2, "rtsp://10.0.1.12/s"), new]).unwrap();
+        assert!(matches!(&changes[..], [Change::Skipped { channel: 7, .. }]), "{changes:?}");
+    }
+
+    #[test]
+    fn credentials_kept_across_a_change_of_host_are_reported() {
+        let edited = BASE.replace("url = \"rtsp://10.0.1.12/s\"", "url = \"rtsp://10.0.1.12/s\"\nusername = \"dock\"\npassword = \"hand-set\"");
+        let (out, changes) = merge(&edited, "nvr-a", None, &[cam(1, "rtsp://10.0.1.11/s"), cam(2, "rtsp://10.0.1.99/s")]).unwrap();
+        assert!(changes.contains(&Change::CredentialsKept { channel: 2, old_host: "10.0.1.12".into(), new_host: "10.0.1.99".into() }), "{changes:?}");
+        assert!(changes.iter().any(|c| c.to_string().contains("set for 10.0.1.12: check them")), "{changes:?}");
+        assert!(out.contains("password = \"hand-set\""), "{out}");
+        // Same host, new path: nothing to say about credentials.
+        let (_, changes) = merge(&edited, "nvr-a", None, &[cam(1, "rtsp://10.0.1.11/s"), cam(2, "rtsp://10.0.1.12/t")]).unwrap();
+        assert!(!changes.iter().any(|c| matches!(c, Change::CredentialsKept { .. })), "{changes:?}");
+    }
+
+    #[test]
+    fn a_rewritten_config_keeps_its_owner_group_and_group_read() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("understudy.toml");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // New file: 0600.
+        assert_eq!(write_private(&path, "a = 1\n").unwrap(), 0o600);
+        assert_eq!(mode(&path), 0o600);
+        // root:understudy 0640 as the Debian package keeps it (tests run as root, so chown works).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let chowned = std::os::unix::fs::chown(&path, Some(4243), Some(4242)).is_ok();
+        // SAFETY: geteuid has no preconditions.
+        assert!(chowned || unsafe { libc::geteuid() } != 0, "root could not chown");
+        assert_eq!(write_private(&path, "a = 2\n").unwrap(), 0o640);
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!((m.mode() & 0o7777, std::fs::read_to_string(&path).unwrap().as_str()), (0o640, "a = 2\n"));
+        if chowned {
+            assert_eq!((m.uid(), m.gid()), (4243, 4242), "owner or group changed");
+        }
+        // Never readable by others, whatever the old file allowed.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        write_private(&path, "a = 3\n").unwrap();
+        assert_eq!(mode(&path), 0o640);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+        write_private(&path, "a = 4\n").unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a temporary file was left");
     }
 }

@@ -199,6 +199,36 @@ impl ImportError {
     }
 }
 
+/// A camera already in the config under the main being imported: what the user may have set
+/// by hand there (its username/password are tried first). `Debug` hides the password.
+#[derive(Clone)]
+pub struct Known {
+    /// The main's channel (`channel` of the `[[main.camera]]`).
+    pub channel: u32,
+    /// Without credentials.
+    pub url: url::Url,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl fmt::Debug for Known {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Known").field("channel", &self.channel).field("url", &self.url.as_str()).field("username", &self.username).field("password_set", &self.password.is_some()).finish()
+    }
+}
+
+impl Known {
+    /// The cameras of `[[main]] name = main` in `cfg` (none when the main is new).
+    pub fn of_main(cfg: &crate::config::Config, main: &str) -> Vec<Known> {
+        cfg.mains
+            .iter()
+            .filter(|m| m.name == main)
+            .flat_map(|m| &m.cameras)
+            .map(|c| Known { channel: c.source_channel, url: c.url.clone(), username: c.username.clone(), password: c.password.clone() })
+            .collect()
+    }
+}
+
 /// Options of one import.
 pub struct Options {
     /// The `[[main]]` being imported (for logs).
@@ -215,6 +245,8 @@ pub struct Options {
     pub token: Option<Secret>,
     /// `understudy://`: how its TLS certificate is trusted.
     pub trust: understudy::Trust,
+    /// The main's cameras already in the config (their hand-set credentials are tried first).
+    pub known: Vec<Known>,
 }
 
 /// Stage A: the camera list from the source.
@@ -275,6 +307,32 @@ pub fn plan(text: &str, path: &std::path::Path, main: &str, probe: Option<&str>,
         return Err(format!("{}: no camera could be imported (see the problems); nothing written", source.label()));
     }
     let (new_text, changes) = merge::merge(text, main, probe, cams).map_err(|e| format!("{}: {e}", path.display()))?;
-    crate::config::Config::parse(&new_text, path).map_err(|e| format!("the merged config would be invalid, nothing written: {e}"))?;
+    // Its structure only: secrets the daemon reads from its environment (health_token_env)
+    // need not be set for the import.
+    crate::config::Config::parse_structure(&new_text, path).map_err(|e| format!("the merged config would be invalid, nothing written: {e}"))?;
     Ok((new_text, changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_needs_no_environment_secret_of_the_config() {
+        let var = "UNDERSTUDY_TEST_IMPORT_UNSET_TOKEN";
+        assert!(std::env::var_os(var).is_none());
+        let text = format!(
+            "[server]\nname = \"fo\"\nchannels = 8\nstate_dir = \"/tmp/x\"\n\n[[volume]]\npath = \"/tmp/v\"\n\n[[main]]\nname = \"other\"\nprobe = \"tcp://10.0.0.9:80\"\nhealth = \"understudy://10.0.0.9:7878\"\nhealth_token_env = \"{var}\"\nstart_channel = 8\n\n[[main.camera]]\nchannel = 1\nurl = \"rtsp://10.0.0.9/1\"\n"
+        );
+        let path = std::path::Path::new("understudy.toml");
+        // The daemon's own validation reads the variable ...
+        let daemon = crate::config::Config::parse(&text, path);
+        // ... the import only checks the structure.
+        let cam = Imported { channel: 1, name: None, url: Some(url::Url::parse("rtsp://10.0.1.1/s").unwrap()), username: None, password: None, problems: vec![], described: None };
+        let src = Source::Hikvision(url::Url::parse("http://10.0.0.5/").unwrap());
+        let planned = plan(&text, path, "nvr", Some("tcp://10.0.0.5:80"), &src, &[cam]);
+        assert!(daemon.as_ref().is_err_and(|e| e.to_string().contains("health_token_env")), "{:?}", daemon.err());
+        let (out, _) = planned.unwrap();
+        assert!(out.contains("name = \"nvr\"") && out.contains(&format!("health_token_env = \"{var}\"")), "{out}");
+    }
 }

@@ -5,6 +5,12 @@
 //!
 //! SOAP requests are written with `quick-xml`'s writer and answers parsed into [`super::xml`]
 //! trees.
+//!
+//! Why not the `oxvif` crate (0.17 when this was written): for the four calls the import needs
+//! it would pull reqwest 0.13 with aws-lc-rs (a large C build), rand 0.10, if-addrs and diqwest,
+//! next to the reqwest 0.12 this project already uses without default features (rustls on
+//! ring only). This client is those four calls, WS-UsernameToken and HTTP Digest (through
+//! `digest_auth`), tested against a third-party device implementation (`onvif-server`).
 
 use base64::Engine as _;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
