@@ -175,10 +175,11 @@ impl Station {
     }
 }
 
-/// Watches channel states and records `channel_stalled` (with the reason) and
-/// `channel_recovered` events on each change, until shutdown or the station is gone.
+/// Watches channel states and records `channel_stalled` (with the reason),
+/// `channel_stall_changed` (a stalled channel's reason changed) and `channel_recovered`
+/// events on each change (see `chanstate::transition`), until shutdown or the station is gone.
 async fn monitor(station: Weak<Station>, shutdown: CancellationToken) {
-    let mut last: HashMap<u32, &'static str> = HashMap::new();
+    let mut last: HashMap<u32, ChannelHealth> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -188,17 +189,23 @@ async fn monitor(station: Weak<Station>, shutdown: CancellationToken) {
         let now = st.health();
         let mut events = Vec::new();
         for (s, _, h) in &now {
-            let before = last.insert(s.channel, h.state);
-            let detail = serde_json::json!({
+            let before = last.insert(s.channel, h.clone());
+            let Some(kind) = chanstate::transition(before.as_ref(), h) else { continue };
+            let mut detail = serde_json::json!({
                 "camera": s.camera, "state": h.state, "reason": h.reason, "seconds_since_durable": h.seconds_since_durable,
             });
-            if h.state == "stalled" && before != Some("stalled") {
-                warn!(channel = s.channel, camera = %s.camera, reason = h.reason.as_deref().unwrap_or(""), "channel stalled");
-                events.push(("channel_stalled", s.channel, detail));
-            } else if h.state == "recording" && before == Some("stalled") {
-                info!(channel = s.channel, camera = %s.camera, "channel recording again");
-                events.push(("channel_recovered", s.channel, detail));
+            let reason = h.reason.as_deref().unwrap_or("");
+            match kind {
+                "channel_stalled" => warn!(channel = s.channel, camera = %s.camera, reason, "channel stalled"),
+                "channel_stall_changed" => {
+                    let previous = before.as_ref().and_then(|b| b.reason.clone());
+                    warn!(channel = s.channel, camera = %s.camera, reason, previous = previous.as_deref().unwrap_or(""),
+                        "channel still stalled, for another reason");
+                    detail["previous_reason"] = serde_json::json!(previous);
+                }
+                _ => info!(channel = s.channel, camera = %s.camera, "channel recording again"),
             }
+            events.push((kind, s.channel, detail));
         }
         last.retain(|ch, _| now.iter().any(|(s, _, _)| s.channel == *ch));
         if events.is_empty() {

@@ -4,6 +4,12 @@
 //! Two small state machines, both under one mutex:
 //! - the writer's side: `Writing` → `Done` (closed normally) or `Failed` (write error);
 //! - the syncer's side: `Uncataloged` → `Cataloged` → `Settled` (row final or file discarded).
+//!
+//! A second lock, the append gate, orders the writer's appends against the syncer giving up
+//! on the file: the writer checks `sync_failed` and writes under it, and the syncer marks the
+//! segment failed and cuts the file back (or removes it) under it. So once the syncer has
+//! abandoned a segment, no fragment lands beyond its cut: the file never holds more than the
+//! catalog lists.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -80,6 +86,9 @@ pub(crate) struct ActiveSegment {
     pub takeover: bool,
     /// Set by the syncer when an fsync failed: the writer must move on to a new segment.
     sync_failed: AtomicBool,
+    /// Held by the writer across its `sync_failed` check and the write, and by the syncer
+    /// while it marks the segment failed and cuts or removes the file (see the module docs).
+    append: Mutex<()>,
     state: Mutex<State>,
     settled: Condvar,
 }
@@ -109,6 +118,7 @@ impl ActiveSegment {
             stats,
             takeover,
             sync_failed: AtomicBool::new(false),
+            append: Mutex::new(()),
             state: Mutex::new(State {
                 written: Progress {
                     bytes: init_len,
@@ -151,9 +161,21 @@ impl ActiveSegment {
         }
     }
 
+    /// Held across the writer's `sync_failed` check and its write (and the ENOSPC rewind), so
+    /// the syncer cannot abandon the file in between.
+    pub fn append_gate(&self) -> MutexGuard<'_, ()> {
+        self.append.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A write failed: cut the torn tail off (best effort; start-up repair covers a failure
-    /// here) and abandon the segment. Returns the bytes cut.
+    /// here) and abandon the segment. Returns the bytes cut. Must not be called with the
+    /// append gate held. If the syncer has abandoned the file meanwhile, its cut stands.
     pub fn fail_by_writer(&self) -> u64 {
+        let _gate = self.append_gate();
+        if self.sync_failed() {
+            self.lock().writer = WriterPhase::Failed;
+            return 0;
+        }
         let written = {
             let mut st = self.lock();
             st.writer = WriterPhase::Failed;
@@ -221,7 +243,12 @@ impl ActiveSegment {
         }
     }
 
-    pub fn mark_sync_failed(&self) {
+    /// The syncer gives up on the file (failed fsync, volume gone): once this returns, the
+    /// writer appends nothing more. The returned gate keeps it so while the caller cuts the
+    /// file back to its durable length or removes it.
+    pub fn stop_writer(&self) -> MutexGuard<'_, ()> {
+        let gate = self.append_gate();
         self.sync_failed.store(true, Ordering::Release);
+        gate
     }
 }

@@ -22,7 +22,9 @@
 //! dropped the unsynced pages, so a retry proves nothing: fsyncgate), records a `disk_error`
 //! event and counts against the volume's health; the writer notices and continues in a new
 //! segment, on another volume. A failed directory fsync likewise abandons the new files in
-//! it without cataloging them (start-up indexing finds whatever did reach the disk).
+//! it without cataloging them, and removes them, so catalog and disk agree. Giving up on a
+//! file happens under the segment's append gate (see `segment`): no fragment is written
+//! beyond the cut afterwards.
 //!
 //! Each round first checks that the volume's marker is still there (same device and inode):
 //! if the disk was unmounted or the directory removed, the volume is marked missing, its
@@ -173,14 +175,14 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
                     SyncPhase::Uncataloged => {
                         if seg.dirs_to_sync.iter().any(|d| bad_dirs.contains(d)) {
                             // Its directory entry may not be on disk: never catalog it, never
-                            // retry that fsync (fsyncgate); start-up indexes what survived.
-                            seg.mark_sync_failed();
+                            // retry that fsync (fsyncgate), and remove the file, so a later
+                            // reindex does not list what the catalog never did.
+                            seg.stats.add_error();
                             seg.stats.set_problem(Some(format!(
                                 "write error on {}: fsync of a directory failed",
                                 volume.path.display()
                             )));
-                            seg.set_sync(SyncPhase::Settled);
-                            volume.dequeue(&seg);
+                            remove_abandoned(volume, &seg);
                             continue;
                         }
                         SyncOp::Insert(new_row(volume, &seg, &progress, open))
@@ -283,7 +285,6 @@ fn sync_failed(
 ) -> Plan {
     tracing::error!(channel = seg.channel, path = %seg.abs_path.display(), error = %e,
         "fdatasync failed; abandoning the segment at its last durable length");
-    seg.mark_sync_failed();
     seg.stats.add_error();
     seg.stats.set_problem(Some(format!(
         "write error on {}: fdatasync: {e}",
@@ -300,6 +301,9 @@ fn sync_failed(
     match &snap.sync {
         SyncPhase::Cataloged { durable, .. } => {
             let durable = durable.clone();
+            // Under the append gate: a fragment the writer was writing lands before the cut,
+            // and none after it (the writer checks `sync_failed` under the same gate).
+            let gate = seg.stop_writer();
             let cut = seg
                 .file
                 .metadata()
@@ -310,6 +314,7 @@ fn sync_failed(
             } else {
                 volume.sub_used(cut);
             }
+            drop(gate);
             Plan::Commit {
                 seg,
                 snap,
@@ -320,16 +325,25 @@ fn sync_failed(
         _ => {
             // Nothing of it was ever durable: remove it, so neither the catalog nor a later
             // reindex lists footage that may not be on the disk.
-            match std::fs::remove_file(&seg.abs_path) {
-                Ok(()) => volume.sub_used(snap.written.bytes),
-                Err(e) => tracing::warn!(path = %seg.abs_path.display(), error = %e,
-                    "could not remove a segment that never became durable; start-up indexing will see it"),
-            }
-            seg.set_sync(SyncPhase::Settled);
-            volume.dequeue(&seg);
+            remove_abandoned(volume, &seg);
             Plan::Idle
         }
     }
+}
+
+/// Abandons a segment that was never cataloged: stops its writer, removes the file (so
+/// neither the catalog nor a later reindex lists it) and stops tracking it.
+fn remove_abandoned(volume: &Volume, seg: &Arc<ActiveSegment>) {
+    let gate = seg.stop_writer();
+    let len = seg.file.metadata().map(|m| m.len()).unwrap_or(0);
+    match std::fs::remove_file(&seg.abs_path) {
+        Ok(()) => volume.sub_used(len),
+        Err(e) => tracing::warn!(channel = seg.channel, path = %seg.abs_path.display(), error = %e,
+            "could not remove a segment that never became durable; start-up indexing will see it"),
+    }
+    drop(gate);
+    seg.set_sync(SyncPhase::Settled);
+    volume.dequeue(seg);
 }
 
 /// A closed segment that never got a fragment: unlink it.
@@ -358,7 +372,7 @@ fn discard(volume: &Volume, seg: &Arc<ActiveSegment>) {
 fn abandon_all(volume: &Volume, catalog: &Catalog, segs: Vec<Arc<ActiveSegment>>, reason: &str) {
     let mut ops = Vec::new();
     for seg in &segs {
-        seg.mark_sync_failed();
+        drop(seg.stop_writer());
         seg.stats.set_problem(Some(reason.to_owned()));
         if let SyncPhase::Cataloged { id, durable } = seg.snapshot().sync {
             ops.push(SyncOp::Update(update_row(id, seg, &durable, false)));

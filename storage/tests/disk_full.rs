@@ -250,3 +250,122 @@ fn volume_starting_below_its_floor_raises_an_event() {
     let n = store.events_since(0, 100).unwrap().iter().filter(|e| e.kind == "volume_below_floor").count();
     assert_eq!(n, 1, "a volume above its floor raised volume_below_floor");
 }
+
+/// ENOSPC → retention → the same fragment written again, made deterministic: with no
+/// free-space floor (`reserve = 0`) the syncer never deletes anything, so only a write (or a
+/// segment start) that hits ENOSPC can run retention. Closed segments are there to delete;
+/// every frame pushed becomes durable, nothing counts as a write error, and the channel never
+/// leaves the full volume for the spare one.
+#[test]
+fn enospc_runs_retention_at_once_and_writes_the_fragment_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(_mount) = Mount::tmpfs(&tmp.path().join("t"), "4m") else {
+        return skip("enospc_retry");
+    };
+    let clip = h264_clip(10, "1280x720");
+    let clip_bytes: u64 = clip.frames.iter().map(|f| f.2.len() as u64).sum();
+    // "spare" has less headroom than the empty tmpfs: the channel starts on "t", and would
+    // only go to "spare" if a full "t" ended its segment.
+    let mut cfg = config(tmp.path(), &[("t", None), ("spare", Some(MIB))], Duration::from_secs(2));
+    cfg.volumes[0].reserve = Some(0);
+    let store = Store::open(cfg).unwrap();
+    assert_eq!(store.volumes()[0].reserve, Some(0));
+    let base = base_time_90k();
+    let mut w = store.channel_writer(1, 0).unwrap();
+    let st = w.stats();
+    // Three times what the tmpfs holds.
+    let loops = u32::try_from(3 * 4 * MIB / clip_bytes).unwrap() + 1;
+    let end = feed(&mut w, &clip, base, loops, None);
+    w.close().unwrap();
+    let pushed = u64::from(loops) * clip.frames.len() as u64;
+
+    let events = store.events_since(0, 10_000).unwrap();
+    let ret: Vec<_> = events.iter().filter(|e| e.kind == "retention").collect();
+    assert!(!ret.is_empty(), "retention never ran: {events:?}");
+    // Nothing but ENOSPC could have triggered it (no floor, no max_bytes).
+    for e in &ret {
+        assert_eq!(e.detail["trigger"], "disk full (ENOSPC)", "{e:?}");
+        assert_eq!(e.detail["reason"], "local footage, oldest first", "{e:?}");
+        assert!(e.detail["volume"].as_str().unwrap().ends_with("/t"), "{e:?}");
+    }
+    assert!(!events.iter().any(|e| e.kind == "disk_error"), "{events:?}");
+    assert_eq!(st.write_errors(), 0);
+    // No frame lost around a retry: everything pushed (the last fragment flushed by close) is durable.
+    assert_eq!(st.frames_durable(), pushed);
+    let r = recs(&store, 1);
+    assert!(r.iter().all(|s| s.volume.ends_with("t")), "the channel moved: {r:?}");
+    assert!(mp4_files(&tmp.path().join("spare")).is_empty());
+    assert!(r.first().unwrap().start_90k > base, "retention deleted the oldest: {:?}", r.first());
+    assert_eq!(r.last().unwrap().end_90k, end);
+    for pair in r.windows(2) {
+        assert_eq!(pair[0].end_90k, pair[1].start_90k, "gap in {pair:?}");
+    }
+    for s in &r {
+        assert!(!s.open);
+        assert_eq!(std::fs::metadata(&s.path).unwrap().len(), s.bytes);
+        assert_ffprobe_clean(&s.path);
+        assert_eq!(ffprobe_frames(&s.path), s.frames, "{s:?}");
+    }
+}
+
+/// A volume that stays full (another process filled it, nothing closed to delete): every key
+/// frame tries to start a segment and hits ENOSPC, but that is one `disk_error` event when it
+/// starts and one `disk_error_ended` (with the count) when footage is written again, not one
+/// event per key frame.
+#[test]
+fn a_volume_that_stays_full_raises_one_disk_error_not_one_per_key_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(_mount) = Mount::tmpfs(&tmp.path().join("v"), "2m") else {
+        return skip("full_flood");
+    };
+    let clip = h264_clip(4, "320x240");
+    let mut cfg = config(tmp.path(), &[("v", None)], Duration::from_secs(60));
+    cfg.volumes[0].reserve = Some(0);
+    let store = Store::open(cfg).unwrap();
+    // Fill the filesystem to the last byte.
+    let filler = tmp.path().join("v").join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let base = base_time_90k();
+    let mut w = store.channel_writer(1, 0).unwrap();
+    let st = w.stats();
+    let push = |w: &mut understudy_storage::ChannelWriter, from: usize, n: usize| {
+        let mut refused = 0;
+        for i in from..from + n {
+            let (rel, key, data) = &clip.frames[i % clip.frames.len()];
+            let t = base + (i / clip.frames.len()) as i64 * clip.frames.len() as i64 * FRAME_90K + rel;
+            let f = understudy_storage::InputFrame { time_90k: t, cts_offset: 0, key: *key, data: data.clone() };
+            if w.push(&clip.params, f).is_err() {
+                refused += 1;
+            }
+        }
+        refused
+    };
+    // 12 s of media: 12 key frames, each one refused.
+    let refused = push(&mut w, 0, 12 * 25);
+    assert_eq!(refused, 12, "every key frame tried and failed");
+    assert!(st.write_errors() >= 12);
+    let events = store.events_since(0, 1000).unwrap();
+    let errors: Vec<_> = events.iter().filter(|e| e.kind == "disk_error").collect();
+    assert_eq!(errors.len(), 1, "one event for the whole full period: {errors:?}");
+    assert!(errors[0].detail["error"].as_str().unwrap().contains("No space left"), "{:?}", errors[0]);
+    assert_eq!(errors[0].channel, Some(1));
+    assert!(!events.iter().any(|e| e.kind == "disk_error_ended"));
+
+    // Room again: recording resumes, and the end of the condition is said once, with its count.
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(push(&mut w, 12 * 25, 3 * 25), 0);
+    w.close().unwrap();
+    let events = store.events_since(0, 1000).unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "disk_error").count(), 1, "{events:?}");
+    let ended: Vec<_> = events.iter().filter(|e| e.kind == "disk_error_ended").collect();
+    assert_eq!(ended.len(), 1, "{events:?}");
+    assert_eq!(ended[0].detail["repeats"], 11, "{:?}", ended[0]);
+    assert!(ended[0].detail["volume"].as_str().unwrap().ends_with("/v"), "{:?}", ended[0]);
+    let r = recs(&store, 1);
+    assert_eq!(r.iter().map(|s| s.frames).sum::<u64>(), 3 * 25, "{r:?}");
+}

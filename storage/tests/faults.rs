@@ -2,7 +2,8 @@
 //! filesystem turned read-only (through the `fault-injection` file-operations seam), and a
 //! volume that vanishes (a real tmpfs, lazily unmounted while recording). With two volumes,
 //! each time: the channel continues on the other volume within 2 s, an event names the
-//! volume and the error, nothing is reported durable that was not, and reindexing afterwards
+//! volume and the error, nothing is reported durable that was not, every segment file on
+//! either volume is in the catalog with exactly the listed length, and reindexing afterwards
 //! agrees with the catalog.
 
 mod common;
@@ -15,8 +16,14 @@ use understudy_storage::faults::{self, Fault};
 use understudy_storage::Store;
 
 /// Records channel 1 in real time for 8 s on volumes "a" (preferred: more headroom) and
-/// "b"; `inject` runs once "a" holds durable footage. Returns what the checks need.
-fn run_fault(test: &str, root: &Path, inject: impl FnOnce(&Path)) -> (Store, Vec<understudy_storage::EventRecord>) {
+/// "b"; `inject` runs once "a" holds durable footage, and the channel must be on "b" within
+/// `move_within`. Returns what the checks need.
+fn run_fault(
+    test: &str,
+    root: &Path,
+    move_within: Duration,
+    inject: impl FnOnce(&Path),
+) -> (Store, Vec<understudy_storage::EventRecord>) {
     let clip = h264_clip(4, "320x240");
     // "b" has a budget below what "a" can take (a 64 MiB tmpfs, or the root filesystem).
     let cfg = config(root, &[("a", None), ("b", Some(32 << 20))], Duration::from_secs(60));
@@ -46,7 +53,7 @@ fn run_fault(test: &str, root: &Path, inject: impl FnOnce(&Path)) -> (Store, Vec
         moved.as_secs_f64(),
         durable.as_secs_f64()
     );
-    assert!(moved <= Duration::from_secs(2), "{test}: took {moved:?} to move");
+    assert!(moved <= move_within, "{test}: took {moved:?} to move");
     let end = feeder.join().unwrap();
     faults::clear(&a);
     let end = end.unwrap_or_else(|e| panic!("{test}: close: {e}"));
@@ -65,6 +72,7 @@ fn run_fault(test: &str, root: &Path, inject: impl FnOnce(&Path)) -> (Store, Vec
         assert_ffprobe_clean(&r.path);
         assert_eq!(ffprobe_frames(&r.path), r.frames, "{test}: {r:?}");
     }
+    disk_matches_catalog(test, &store, &[&a, &b]);
     // Reindexing from the files agrees with the catalog: nothing to repair, add or remove.
     let sum = store.reindex(&mut |_, _| {}).unwrap();
     assert_eq!(
@@ -75,6 +83,23 @@ fn run_fault(test: &str, root: &Path, inject: impl FnOnce(&Path)) -> (Store, Vec
     assert_eq!(store.recordings(1, None, None).unwrap().len(), recs.len());
     let events = store.events_since(0, 1000).unwrap();
     (store, events)
+}
+
+/// Every segment file on the volumes is cataloged, with exactly the listed length: no
+/// uncataloged file, no tail beyond what the catalog says (a hole plus a fragment written
+/// after a cut would show here).
+fn disk_matches_catalog(test: &str, store: &Store, volumes: &[&Path]) {
+    let recs = store.recordings(1, None, None).unwrap();
+    for v in volumes {
+        for f in mp4_files(v) {
+            let r = recs
+                .iter()
+                .find(|r| r.path == f)
+                .unwrap_or_else(|| panic!("{test}: {} is on disk but not in the catalog: {recs:?}", f.display()));
+            let len = std::fs::metadata(&f).unwrap().len();
+            assert_eq!(len, r.bytes, "{test}: {} holds {len} bytes, the catalog lists {}", f.display(), r.bytes);
+        }
+    }
 }
 
 fn disk_error_on(events: &[understudy_storage::EventRecord], volume: &Path, error: &str) {
@@ -89,14 +114,14 @@ fn disk_error_on(events: &[understudy_storage::EventRecord], volume: &Path, erro
 #[test]
 fn write_eio_moves_the_channel() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_, events) = run_fault("write EIO", tmp.path(), |a| faults::inject(a, Fault::WriteEio));
+    let (_, events) = run_fault("write EIO", tmp.path(), Duration::from_secs(2), |a| faults::inject(a, Fault::WriteEio));
     disk_error_on(&events, &tmp.path().join("a"), "Input/output error");
 }
 
 #[test]
 fn fsync_eio_abandons_the_segment_without_retrying() {
     let tmp = tempfile::tempdir().unwrap();
-    let (store, events) = run_fault("fsync EIO", tmp.path(), |a| faults::inject(a, Fault::SyncEio));
+    let (store, events) = run_fault("fsync EIO", tmp.path(), Duration::from_secs(2), |a| faults::inject(a, Fault::SyncEio));
     disk_error_on(&events, &tmp.path().join("a"), "Input/output error");
     let e = events.iter().find(|e| e.kind == "disk_error").unwrap();
     assert_eq!(e.detail["op"], "fdatasync", "{e:?}");
@@ -108,10 +133,75 @@ fn fsync_eio_abandons_the_segment_without_retrying() {
     assert_eq!(a_rows.len(), 1, "{a_rows:?}");
 }
 
+/// The race behind fsyncgate's "abandon the file": the syncer's fdatasync fails while the
+/// writer, already past its last check, is writing the next fragment (the seam stages it:
+/// the write goes ahead 300 ms after the failure). The file must end where the catalog says
+/// (`run_fault` compares every file with its row): the syncer's cut and the writer's append
+/// never interleave, so no fragment lands beyond the cut (a hole plus an uncataloged tail).
+#[test]
+fn fsync_eio_during_a_fragment_write_leaves_nothing_beyond_the_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The staged failure waits for the next fragment (about a second) before it happens.
+    let (store, events) = run_fault("fsync EIO mid-write", tmp.path(), Duration::from_secs(5), |a| {
+        faults::inject(a, Fault::SyncEioDuringWrite)
+    });
+    disk_error_on(&events, &tmp.path().join("a"), "Input/output error");
+    let e = events.iter().find(|e| e.kind == "disk_error").unwrap();
+    assert_eq!(e.detail["op"], "fdatasync", "{e:?}");
+    let a_rows: Vec<_> = store.recordings(1, None, None).unwrap().into_iter().filter(|r| r.volume.ends_with("a")).collect();
+    assert_eq!(a_rows.len(), 1, "{a_rows:?}");
+}
+
+/// A directory fsync that fails while a new segment is created: the file's directory entry
+/// may never reach the disk, so the segment is never cataloged, and its file is removed
+/// (otherwise a reindex would list footage the catalog never did). The channel moves to "b".
+#[test]
+fn directory_fsync_eio_on_a_new_segment_leaves_no_uncataloged_file() {
+    let test = "directory fsync EIO";
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = h264_clip(4, "320x240");
+    let cfg = config(tmp.path(), &[("a", None), ("b", Some(32 << 20))], Duration::from_secs(60));
+    let store = Store::open(cfg).unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    faults::inject(&a, Fault::DirSyncEio);
+    let base = base_time_90k();
+    let mut w = store.channel_writer(1, 0).unwrap();
+    let st = w.stats();
+    let end = feed(&mut w, &clip, base, 2, Some(Duration::from_millis(40)));
+    w.close().unwrap();
+    faults::clear(&a);
+
+    let events = store.events_since(0, 1000).unwrap();
+    let e = events
+        .iter()
+        .find(|e| e.kind == "disk_error" && e.detail["op"] == "fsync directory")
+        .unwrap_or_else(|| panic!("{test}: no disk_error for the directory fsync: {events:?}"));
+    assert!(e.detail["path"].as_str().unwrap().starts_with(&a.display().to_string()), "{e:?}");
+    assert!(e.detail["error"].as_str().unwrap().contains("Input/output error"), "{e:?}");
+    let recs = store.recordings(1, None, None).unwrap();
+    assert!(recs.iter().all(|r| r.volume == b), "{test}: {recs:?}");
+    assert!(mp4_files(&a).is_empty(), "{test}: files left on a: {:?}", mp4_files(&a));
+    assert!(st.write_errors() >= 1);
+    let listed: u64 = recs.iter().map(|r| r.frames).sum();
+    assert_eq!(st.frames_durable(), listed, "{test}: {recs:?}");
+    assert!(listed >= 200 - 3 * 25, "{test}: kept only {listed} of 200 frames");
+    assert_eq!(recs.last().unwrap().end_90k, end, "{test}: recorded to the end");
+    for r in &recs {
+        assert_ffprobe_clean(&r.path);
+    }
+    disk_matches_catalog(test, &store, &[&a, &b]);
+    let sum = store.reindex(&mut |_, _| {}).unwrap();
+    assert_eq!(
+        (sum.repaired, sum.added, sum.removed_files, sum.removed_rows, sum.errors),
+        (0, 0, 0, 0, 0),
+        "{test}: {sum:?}"
+    );
+}
+
 #[test]
 fn read_only_filesystem_moves_the_channel() {
     let tmp = tempfile::tempdir().unwrap();
-    let (store, events) = run_fault("read-only", tmp.path(), |a| faults::inject(a, Fault::ReadOnly));
+    let (store, events) = run_fault("read-only", tmp.path(), Duration::from_secs(2), |a| faults::inject(a, Fault::ReadOnly));
     disk_error_on(&events, &tmp.path().join("a"), "Read-only file system");
     assert!(store.volumes().iter().any(|v| v.path.ends_with("b") && v.healthy));
 }
@@ -123,7 +213,7 @@ fn vanished_volume_moves_the_channel_and_is_never_written_again() {
         eprintln!("vanish: cannot mount tmpfs here (needs CAP_SYS_ADMIN); skipped");
         return;
     };
-    let (store, events) = run_fault("vanish", tmp.path(), |_| mount.unmount());
+    let (store, events) = run_fault("vanish", tmp.path(), Duration::from_secs(2), |_| mount.unmount());
     let a = tmp.path().join("a");
     let e = events.iter().find(|e| e.kind == "volume_missing").expect("volume_missing event");
     assert_eq!(e.detail["volume"], a.display().to_string());

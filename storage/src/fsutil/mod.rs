@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Makes a directory's entries durable (new or removed files/subdirectories in it).
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    faults::check(dir, faults::Op::Sync)?;
+    faults::check(dir, faults::Op::DirSync)?;
     File::open(dir)?.sync_all()
 }
 

@@ -74,6 +74,24 @@ pub struct ChannelWriter {
     /// Frames of the current segment's muxer not yet written in a fragment (cheap clones),
     /// replayed on another volume if the segment fails.
     in_fragment: Vec<InputFrame>,
+    /// Storage errors that keep coming back (see `Repeating`), one per volume and error.
+    repeating: Vec<Repeating>,
+}
+
+/// A storage error that keeps coming back on one volume while the channel cannot record (a
+/// full disk with nothing closed to delete, a failing disk): each key frame tries to start a
+/// segment again and fails the same way. It is recorded as one `disk_error` event when it
+/// starts and one `disk_error_ended` event (with how often it recurred) once this channel's
+/// footage is written again, not as one event per key frame.
+struct Repeating {
+    volume: Arc<Volume>,
+    /// The error's errno (or kind, for errors without one): what makes it "the same".
+    key: (Option<i32>, std::io::ErrorKind),
+    op: String,
+    error: String,
+    since: Instant,
+    /// Occurrences after the first (not recorded as events).
+    repeats: u64,
 }
 
 /// How many times a fragment that hit ENOSPC is retried after retention made room.
@@ -94,6 +112,7 @@ impl ChannelWriter {
             finished: false,
             takeover: false,
             in_fragment: Vec::new(),
+            repeating: Vec::new(),
         }
     }
 
@@ -293,20 +312,18 @@ impl ChannelWriter {
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::error!(channel = self.channel, volume = %volume.path.display(), error = %e, "could not start a segment");
+                    let first = match &e {
+                        Error::Io { path, source, op } => self.report_disk_error(&volume, path, op, source),
+                        _ => true,
+                    };
+                    if first {
+                        tracing::error!(channel = self.channel, volume = %volume.path.display(), error = %e, "could not start a segment");
+                    } else {
+                        tracing::debug!(channel = self.channel, volume = %volume.path.display(), error = %e, "could not start a segment (again)");
+                    }
                     self.avoid_volume = Some(Arc::clone(&volume));
                     self.stats.add_error();
                     problems.push(problem_text(&volume, &e));
-                    if let Error::Io { path, source, op } = &e {
-                        crate::syncer::disk_error(
-                            &volume,
-                            &self.shared.catalog,
-                            Some(self.channel),
-                            path,
-                            op,
-                            source,
-                        );
-                    }
                     reasons.push(e.to_string());
                 }
             }
@@ -362,8 +379,12 @@ impl ChannelWriter {
                 out = crate::retention::make_room(volume, &self.shared.catalog, protect, need);
             }
         }
-        tracing::warn!(channel = self.channel, volume = %volume.path.display(), freed_bytes = out.bytes,
-            segments = out.segments, "disk full; retention made room");
+        if out.bytes > 0 {
+            tracing::warn!(channel = self.channel, volume = %volume.path.display(), freed_bytes = out.bytes,
+                segments = out.segments, "disk full; retention made room");
+        } else {
+            tracing::debug!(channel = self.channel, volume = %volume.path.display(), "disk full; nothing closed to delete");
+        }
         out.bytes
     }
 
@@ -413,21 +434,26 @@ impl ChannelWriter {
         let RunState::Recording(rec) = &self.state else {
             return;
         };
-        if rec.seg.sync_failed() {
-            return; // the next push notices and moves to a new segment
-        }
         let (seg, volume, live) = (Arc::clone(&rec.seg), Arc::clone(&rec.volume), rec.live.clone());
         let offset = seg.written_bytes();
         let mut attempt = 0;
         let result = loop {
+            // The check and the write under the append gate: once the syncer has given up on
+            // the file (and cut it back), nothing more is written to it.
+            let gate = seg.append_gate();
+            if seg.sync_failed() {
+                return; // the next push notices and moves to a new segment
+            }
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(1 + frag.data.len());
             slices.push(IoSlice::new(&frag.header));
             slices.extend(frag.data.iter().map(|d| IoSlice::new(d)));
             match fsutil::write_segment(&seg.file, &seg.abs_path, &mut slices) {
                 Err(e) if fsutil::is_full(&e) && attempt < FULL_RETRIES => {
                     attempt += 1;
-                    // Back to the end of the last whole fragment, then make room and retry.
+                    // Back to the end of the last whole fragment, then make room and retry
+                    // (without the gate: making room may wait for this volume's syncer).
                     let rewound = seg.file.set_len(offset).and_then(|()| (&seg.file).seek(SeekFrom::Start(offset)));
+                    drop(gate);
                     if rewound.is_err() || self.make_room(&volume, frag.len()) == 0 {
                         break Err(e);
                     }
@@ -453,6 +479,7 @@ impl ChannelWriter {
                 volume.add_used(info.len);
                 self.stats.add_written(u64::from(info.samples));
                 self.stats.set_problem(None);
+                self.end_disk_errors();
             }
             Err(e) => {
                 let RunState::Recording(rec) =
@@ -467,11 +494,60 @@ impl ChannelWriter {
                 let e = Error::io("write", &rec.seg.abs_path, e);
                 self.stats.set_problem(Some(problem_text(&rec.volume, &e)));
                 if let Error::Io { path, source, op } = &e {
-                    crate::syncer::disk_error(&rec.volume, &self.shared.catalog, Some(self.channel), path, op, source);
+                    self.report_disk_error(&rec.volume, path, op, source);
                 }
                 self.avoid_volume = Some(Arc::clone(&rec.volume));
                 self.closing.retain(|(_, s)| !s.is_settled());
                 self.closing.push((rec.volume, rec.seg));
+            }
+        }
+    }
+}
+
+impl ChannelWriter {
+    /// Records a storage error on `volume`: a `disk_error` event the first time, only a count
+    /// while the same error keeps coming back (see `Repeating`). Every occurrence still counts
+    /// against the volume's health (a full disk never does). True if it was recorded as new.
+    fn report_disk_error(&mut self, volume: &Arc<Volume>, path: &std::path::Path, op: &str, e: &std::io::Error) -> bool {
+        let key = (e.raw_os_error(), e.kind());
+        if let Some(r) = self.repeating.iter_mut().find(|r| Arc::ptr_eq(&r.volume, volume) && r.key == key) {
+            r.repeats += 1;
+            if !fsutil::is_full(e) {
+                volume.record_error();
+            }
+            return false;
+        }
+        crate::syncer::disk_error(volume, &self.shared.catalog, Some(self.channel), path, op, e);
+        self.repeating.push(Repeating {
+            volume: Arc::clone(volume),
+            key,
+            op: op.to_owned(),
+            error: e.to_string(),
+            since: Instant::now(),
+            repeats: 0,
+        });
+        true
+    }
+
+    /// Footage is being written again: each storage error this channel kept hitting has ended
+    /// (one `disk_error_ended` event each, with its count).
+    fn end_disk_errors(&mut self) {
+        if self.repeating.is_empty() {
+            return;
+        }
+        for r in std::mem::take(&mut self.repeating) {
+            let seconds = r.since.elapsed().as_secs_f64();
+            tracing::info!(channel = self.channel, volume = %r.volume.path.display(), error = %r.error, repeats = r.repeats,
+                seconds, "storage error over: writing again");
+            let detail = serde_json::json!({
+                "volume": r.volume.path.display().to_string(),
+                "op": r.op,
+                "error": r.error,
+                "repeats": r.repeats,
+                "seconds": (seconds * 10.0).round() / 10.0,
+            });
+            if let Err(err) = self.shared.catalog.add_event("disk_error_ended", None, Some(self.channel), &detail) {
+                tracing::error!(channel = self.channel, error = %err, "could not record disk_error_ended event");
             }
         }
     }
