@@ -19,7 +19,8 @@ mod users;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
@@ -207,7 +208,7 @@ struct ChannelView {
 }
 
 /// Whether the principal sees a main: some channel of it is in their set.
-fn sees_main(st: &ApiState, p: &Principal, main: &str) -> bool {
+pub(crate) fn sees_main(st: &ApiState, p: &Principal, main: &str) -> bool {
     st.station.cfg.mains.iter().filter(|m| m.name == main).flat_map(|m| &m.cameras).any(|c| p.sees(c.channel))
 }
 
@@ -261,6 +262,19 @@ async fn status(State(st): State<ApiState>, Extension(p): Extension<Principal>) 
     }
     let mut mains = st.failover.as_ref().map(|f| f.status()).unwrap_or_default();
     mains.retain(|m| sees_main(&st, &p, &m.name));
+    let config = p.can(crate::auth::Perm::Config);
+    for m in &mut mains {
+        // A main's channels beyond the principal's set are not theirs to see; its probe URL,
+        // errors (which can hold camera URLs) and health source are configuration.
+        m.channels.retain(|ch| p.sees(*ch));
+        m.not_recording.retain(|c| p.sees(c.channel));
+        if !config {
+            m.probe = None;
+            m.last_error = None;
+            m.health = None;
+            m.health_error = None;
+        }
+    }
     Json(json!({
         "server": {
             "name": cfg.server.name,
@@ -309,16 +323,33 @@ impl RangeQuery {
     }
 }
 
-fn check_channel(st: &ApiState, n: u32) -> Result<(), ApiError> {
-    let max = st.station.cfg.server.channels;
-    if n == 0 || n > max {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("channel {n} is outside 1..={max}")));
+/// The channel `n` of a `/api/channels/{n}/…` route, as the handler receives it (decoded by
+/// axum), checked again against the principal the guard let in and against
+/// `server.channels`: the guard reads the raw path, so a handler must not rely on it alone
+/// for the channel it serves. Every channel-scoped handler takes its channel through this.
+pub struct SeenChannel(pub u32);
+
+impl FromRequestParts<ApiState> for SeenChannel {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<SeenChannel, ApiError> {
+        let Path(n) = Path::<u32>::from_request_parts(parts, st).await.map_err(|e| bad(format!("channel: {}", e.body_text())))?;
+        let Some(p) = parts.extensions.get::<Principal>() else {
+            return Err(ApiError(StatusCode::UNAUTHORIZED, "not logged in".into()));
+        };
+        if !p.sees(n) {
+            st.audit_denied(p, parts.uri.path(), Some(n));
+            return Err(ApiError(StatusCode::FORBIDDEN, format!("user {:?} may not see channel {n}", p.user)));
+        }
+        let max = st.station.cfg.server.channels;
+        if n == 0 || n > max {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("channel {n} is outside 1..={max}")));
+        }
+        Ok(SeenChannel(n))
     }
-    Ok(())
 }
 
-async fn recordings(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Query<RangeQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    check_channel(&st, n)?;
+async fn recordings(State(st): State<ApiState>, SeenChannel(n): SeenChannel, Query(q): Query<RangeQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let (from, to) = q.parse()?;
     let store = st.station.store.clone();
     let segs = tokio::task::spawn_blocking(move || store.recordings(n, from, to)).await.map_err(internal)?.map_err(internal)?;
