@@ -144,6 +144,8 @@ async fn viewer_sees_only_their_channels() {
     }
     assert!(mains[0]["not_recording"].as_array().is_none_or(|l| l.iter().all(|c| c["channel"] == 2)), "{status}");
     assert!(!status.to_string().contains(&format!("127.0.0.1:{dead}")), "the probe or camera address reached a viewer: {status}");
+    let ch2 = status["channels"].as_array().unwrap().iter().find(|c| c["channel"] == 2).cloned().unwrap_or_default();
+    assert!(ch2["last_error"].as_str().is_none_or(|e| e.contains("<url hidden>")), "{ch2}");
     // An operator (read-config right) of channels 1-2 sees the probe, still not channel 4.
     let ostatus = get(&otto, "/api/status").json();
     assert!(ostatus["mains"][0]["probe"].is_string(), "{ostatus}");

@@ -207,6 +207,23 @@ struct ChannelView {
     standby: Vec<crate::failover::StandbyView>,
 }
 
+/// `s` with every URL (`scheme://…` up to a space or quote) replaced by `<url hidden>`: for
+/// errors shown to a principal without the `config` right (camera and probe URLs are
+/// configuration).
+fn hide_urls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i].rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c))).map_or(0, |j| j + 1);
+        let end = rest[i..].find(|c: char| c.is_whitespace() || "\"'<>".contains(c)).map_or(rest.len(), |j| i + j);
+        out.push_str(&rest[..start]);
+        out.push_str("<url hidden>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether the principal sees a main: some channel of it is in their set.
 pub(crate) fn sees_main(st: &ApiState, p: &Principal, main: &str) -> bool {
     st.station.cfg.mains.iter().filter(|m| m.name == main).flat_map(|m| &m.cameras).any(|c| p.sees(c.channel))
@@ -260,14 +277,27 @@ async fn status(State(st): State<ApiState>, Extension(p): Extension<Principal>) 
         };
         channels.push(view);
     }
+    let config = p.can(crate::auth::Perm::Config);
+    if !config {
+        for c in &mut channels {
+            for text in [&mut c.last_error, &mut c.reason, &mut c.owner_reason].into_iter().flatten() {
+                *text = hide_urls(text);
+            }
+            for sb in &mut c.standby {
+                sb.last_error = sb.last_error.as_deref().map(hide_urls);
+            }
+        }
+    }
     let mut mains = st.failover.as_ref().map(|f| f.status()).unwrap_or_default();
     mains.retain(|m| sees_main(&st, &p, &m.name));
-    let config = p.can(crate::auth::Perm::Config);
     for m in &mut mains {
         // A main's channels beyond the principal's set are not theirs to see; its probe URL,
         // errors (which can hold camera URLs) and health source are configuration.
         m.channels.retain(|ch| p.sees(*ch));
         m.not_recording.retain(|c| p.sees(c.channel));
+        for c in m.not_recording.iter_mut().filter(|_| !config) {
+            c.reason = c.reason.as_deref().map(hide_urls);
+        }
         if !config {
             m.probe = None;
             m.last_error = None;
@@ -363,4 +393,20 @@ async fn recordings(State(st): State<ApiState>, SeenChannel(n): SeenChannel, Que
         }))
         .collect();
     Ok(Json(json!({ "channel": n, "recordings": list })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_urls;
+
+    #[test]
+    fn urls_are_hidden_from_errors() {
+        assert_eq!(
+            hide_urls("DESCRIBE rtsp://10.0.0.5:554/cam-2 failed: refused"),
+            "DESCRIBE <url hidden> failed: refused"
+        );
+        assert_eq!(hide_urls("probe \"https://nvr.local/x?y=1\": 500; then http://a"), "probe \"<url hidden>\": 500; then <url hidden>");
+        assert_eq!(hide_urls("no address here"), "no address here");
+        assert_eq!(hide_urls("odd :// alone"), "odd <url hidden> alone");
+    }
 }
