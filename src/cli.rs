@@ -64,7 +64,7 @@ pub enum Command {
     #[command(subcommand)]
     User(UserCmd),
     /// Manage API bearer tokens.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  understudy token create -c site.toml --user alice --expires 30d --channels 1-4\n  understudy token create -c site.toml --user prometheus --scope metrics\n  understudy token list -c site.toml\n  understudy token revoke -c site.toml 3")]
     Token(TokenCmd),
     /// List the audit trail and verify its hash chain.
     Audit(AuditArgs),
@@ -261,6 +261,7 @@ pub enum UserCmd {
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
     /// Create a bearer token for a user and print it (once: only its hash is kept).
+    #[command(after_help = "Examples:\n  understudy token create -c site.toml --user alice --expires 30d --channels 1-4\n  understudy token create -c site.toml --user prometheus --scope metrics   # GET /metrics only, for Prometheus")]
     Create {
         #[command(flatten)]
         config: ConfigArg,
@@ -275,6 +276,11 @@ pub enum TokenCmd {
         /// Narrow the token to a lesser role's rights (viewer, operator).
         #[arg(long)]
         role: Option<String>,
+        /// Narrow the token to one right: `metrics` gives GET /metrics only (for a Prometheus
+        /// scraper: no footage, status or configuration). The user needs that right
+        /// (operator or admin).
+        #[arg(long)]
+        scope: Option<String>,
     },
     /// List the tokens (ids, users, limits; never the tokens themselves).
     List {

@@ -75,10 +75,16 @@ async fn prometheus_scrapes_channels_and_takeovers() {
     }
     let setup = Setup::new(4, "", &text);
     let mut child = setup.spawn_run();
-    // Prometheus scrapes as an operator (the `metrics` permission), trusting the generated certificate.
+    // Prometheus scrapes with a token that has only the `metrics` right (its user, an operator,
+    // has more), trusting the generated certificate.
     setup.add_user("prometheus", "operator", "all", "prometheus-password");
-    let token = setup.create_token(&["--user", "prometheus"]);
+    let token = setup.create_token(&["--user", "prometheus", "--scope", "metrics"]);
     assert!(wait_until_async(Duration::from_secs(60), || setup.api("GET", "/api/status").is_some_and(|a| a.status == 200)).await, "{}", setup.log());
+    let with_token = |path: &str| setup.request("GET", path, &[format!("Authorization: Bearer {token}")], b"").map(|a| a.status);
+    assert_eq!(with_token("/metrics"), Some(200));
+    for path in ["/api/status", "/api/config/cameras", "/api/channels/1/recordings", "/api/channels/1/play.mp4"] {
+        assert_eq!(with_token(path), Some(403), "{path} with the metrics-only token");
+    }
     let prom = Prometheus::start(&format!("127.0.0.1:{}", setup.api), &setup.cert(), &token);
 
     // Prometheus has scraped the healthy main: no takeover yet.

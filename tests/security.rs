@@ -36,6 +36,8 @@ fn every_route_refuses_anonymous_requests() {
     let mut child = start(&setup);
     let paths = understudy::api::route_paths();
     assert!(paths.len() >= 8 && paths.contains(&"/api/channels/{n}/play.mp4"), "{paths:?}");
+    // The exemptions, spelled out: exempting another route must change this test too.
+    assert_eq!(understudy::api::auth::PUBLIC, &[("GET", "/"), ("HEAD", "/"), ("POST", "/api/login")], "the routes answering without credentials changed");
     let mut walked = 0;
     for path in paths.iter().chain(&["/api/no-such-endpoint", "/metrics"]) {
         let concrete: String = path.split('/').map(|seg| if seg.starts_with('{') { "1" } else { seg }).collect::<Vec<_>>().join("/");
@@ -72,11 +74,23 @@ fn every_route_refuses_anonymous_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_sees_only_their_channels() {
     let sim = camsim(&[H264, H264]).await;
-    let setup = Setup::new(4, "segment_duration = \"2s\"", &format!("[[camera]]\nchannel = 1\nurl = \"{}\"\n\n[[camera]]\nchannel = 3\nurl = \"{}\"\n", sim.url(1), sim.url(2)));
+    // Mains whose probes fail, so each has a probe URL and a last error to hide: nvr-a on
+    // channels 2 (vera's) and 4 (not hers), nvr-b on channel 5 only. Their cameras refuse.
+    let dead = free_port();
+    let mains = format!(
+        "[[main]]\nname = \"nvr-a\"\nprobe = \"tcp://127.0.0.1:{dead}\"\ninterval = \"200ms\"\nfail_after = 3\n\
+         [[main.camera]]\nchannel = 2\nurl = \"rtsp://127.0.0.1:{dead}/cam-a2\"\n[[main.camera]]\nchannel = 4\nurl = \"rtsp://127.0.0.1:{dead}/cam-a4\"\n\n\
+         [[main]]\nname = \"nvr-b\"\nprobe = \"tcp://127.0.0.1:{dead}\"\ninterval = \"200ms\"\nfail_after = 3\n\n\
+         [[main.camera]]\nchannel = 5\nurl = \"rtsp://127.0.0.1:{dead}/cam-b5\"\n"
+    );
+    let setup = Setup::new(5, "segment_duration = \"2s\"", &format!("[[camera]]\nchannel = 1\nurl = \"{}\"\n\n[[camera]]\nchannel = 3\nurl = \"{}\"\n\n{mains}", sim.url(1), sim.url(2)));
     let mut child = start(&setup);
     setup.add_user("vera", "viewer", "1-2", "vera-password");
     let vera = setup.create_token(&["--user", "vera"]);
     let narrow = setup.create_token(&["--user", "vera", "--channels", "2"]);
+    setup.add_user("otto", "operator", "1-2", "otto-password");
+    let otto = setup.create_token(&["--user", "otto"]);
+    let otto_metrics = setup.create_token(&["--user", "otto", "--scope", "metrics"]);
     let ok = wait_until_async(Duration::from_secs(60), || setup.try_recordings(1).is_some_and(|r| r.len() >= 2) && setup.try_recordings(3).is_some_and(|r| !r.is_empty())).await;
     assert!(ok, "no footage\n{}", setup.log());
     let catalog = setup.dir.path().join("state").join("catalog.db");
@@ -95,11 +109,70 @@ async fn viewer_sees_only_their_channels() {
         let a = get(&vera, &path);
         assert_eq!(a.status, 403, "{path}: {}", a.text());
     }
+    // A percent-encoded channel number (decoded by the router, not by the guard) is refused
+    // on every channel route, as are other non-decimal spellings.
+    for tail in ["play.mp4?from=now-10m", "recordings", "vod.m3u8?from=now-10m", "timeline", "live.m3u8", "live"] {
+        for n in ["%33", "%33%33", "+3", "03%00"] {
+            let path = format!("/api/channels/{n}/{tail}");
+            let a = get(&vera, &path);
+            assert!(a.status == 400 || a.status == 403, "{path} answered {}: {}", a.status, a.text());
+        }
+        let a = get(&vera, &format!("/api/channels/3/{tail}"));
+        assert_eq!(a.status, 403, "channel 3 {tail}: {}", a.text());
+    }
     let status = get(&vera, "/api/status").json();
     let chans: Vec<u64> = status["channels"].as_array().unwrap().iter().map(|c| c["channel"].as_u64().unwrap()).collect();
-    assert_eq!(chans, [1], "{status}");
-    let admin_chans = setup.api_get("/api/status").unwrap()["channels"].as_array().unwrap().len();
-    assert_eq!(admin_chans, 2);
+    assert_eq!(chans, [1, 2], "{status}");
+    // The admin sees both mains with their probes and errors (once the probes failed).
+    let mut admin = serde_json::Value::Null;
+    let failed = wait_until_async(Duration::from_secs(60), || {
+        admin = setup.api_get("/api/status").unwrap_or_default();
+        admin["mains"].as_array().is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["last_error"].is_string() && m["probe"].is_string()))
+    })
+    .await;
+    assert!(failed, "the mains' probes never failed: {admin}");
+    assert_eq!(admin["channels"].as_array().unwrap().len(), 5);
+    let nvr_a = admin["mains"].as_array().unwrap().iter().find(|m| m["name"] == "nvr-a").cloned().unwrap_or_default();
+    assert_eq!(nvr_a["channels"], serde_json::json!([2, 4]), "{admin}");
+    // Vera sees nvr-a (channel 2) but only her channel of it, and none of its configuration.
+    let status = get(&vera, "/api/status").json();
+    let mains = status["mains"].as_array().unwrap();
+    assert_eq!(mains.len(), 1, "nvr-b records only channel 5: {status}");
+    assert_eq!((mains[0]["name"].as_str(), &mains[0]["channels"]), (Some("nvr-a"), &serde_json::json!([2])), "{status}");
+    for field in ["probe", "last_error", "health", "health_error"] {
+        assert!(mains[0][field].is_null(), "{field} shown to a viewer: {status}");
+    }
+    assert!(mains[0]["not_recording"].as_array().is_none_or(|l| l.iter().all(|c| c["channel"] == 2)), "{status}");
+    assert!(!status.to_string().contains(&format!("127.0.0.1:{dead}")), "the probe or camera address reached a viewer: {status}");
+    let ch2 = status["channels"].as_array().unwrap().iter().find(|c| c["channel"] == 2).cloned().unwrap_or_default();
+    assert!(ch2["last_error"].as_str().is_none_or(|e| e.contains("<url hidden>")), "{ch2}");
+    // An operator (read-config right) of channels 1-2 sees the probe, still not channel 4.
+    let ostatus = get(&otto, "/api/status").json();
+    assert!(ostatus["mains"][0]["probe"].is_string(), "{ostatus}");
+    assert_eq!(ostatus["mains"][0]["channels"], serde_json::json!([2]), "{ostatus}");
+
+    // /metrics: only the series of the channels and mains the caller sees.
+    assert_eq!(get(&vera, "/metrics").status, 403, "a viewer lacks the metrics permission");
+    let all = setup.api("GET", "/metrics").unwrap().text();
+    for want in ["channel=\"3\"", "channel=\"4\"", "channel=\"5\"", "main=\"nvr-b\""] {
+        assert!(all.contains(want), "the admin's metrics lack {want}");
+    }
+    for token in [&otto, &otto_metrics] {
+        let m = get(token, "/metrics");
+        assert_eq!(m.status, 200, "{}", m.text());
+        let text = m.text();
+        assert!(text.contains("understudy_channel_frames_total{channel=\"1\"") && text.contains("main=\"nvr-a\""), "{text}");
+        for absent in ["channel=\"3\"", "channel=\"4\"", "channel=\"5\"", "main=\"nvr-b\""] {
+            assert!(!text.contains(absent), "{absent} exported to a user of channels 1-2:\n{text}");
+        }
+    }
+    // The metrics-scoped token has nothing else.
+    let play1 = play(1);
+    for path in ["/api/status", "/api/events", "/api/session", "/api/config/cameras", "/api/channels/1/recordings", play1.as_str(), "/api/audit"] {
+        let a = get(&otto_metrics, path);
+        assert_eq!(a.status, 403, "{path} with a metrics token: {}", a.text());
+    }
+    assert_eq!(get(&otto, "/api/config/cameras").status, 200, "the same user's full token reads the config");
     let events = get(&vera, "/api/events?since=0").json();
     let evs = events["events"].as_array().unwrap();
     assert!(evs.iter().any(|e| e["kind"] == "test_event" && e["channel"] == 1), "{events}");
@@ -231,7 +304,7 @@ fn login_abuse_backs_off_per_address_and_user() {
         assert_eq!(a.status, 401);
         t0.elapsed()
     };
-    let mut wrong: Vec<Duration> = (0..3).map(|i| time(if i < 3 { "test" } else { "" })).collect();
+    let mut wrong: Vec<Duration> = (0..3).map(|_| time("test")).collect();
     let mut unknown: Vec<Duration> = (0..3).map(|i| time(&format!("nobody{i}"))).collect();
     wrong.sort();
     unknown.sort();
@@ -239,6 +312,49 @@ fn login_abuse_backs_off_per_address_and_user() {
     assert!(unknown[1] * 3 > wrong[1], "an unknown user answers much faster: {unknown:?} vs {wrong:?}");
     sigterm(&mut child);
     assert!(setup.log().contains("429") || setup.cli(&["audit"]).contains("backoff"));
+}
+
+/// Parallel wrong passwords are counted before they are checked: 40 requests that arrive
+/// together (each held back by its last byte, then released at once) cannot all be checked
+/// before the first failure is counted; most are answered 429 without a password check.
+#[test]
+fn parallel_wrong_passwords_are_bounded() {
+    use std::io::{Read, Write};
+    let setup = Setup::new(2, "tls = false", "");
+    let mut child = start(&setup);
+    let body = serde_json::json!({ "username": "test", "password": "wrong-password" }).to_string();
+    let head = format!("POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", setup.api, body.len());
+    let (most, last) = body.as_bytes().split_at(body.len() - 1);
+    let mut conns: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", setup.api)).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(most).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for s in &mut conns {
+        s.write_all(last).unwrap();
+    }
+    let answers: Vec<String> = conns
+        .into_iter()
+        .map(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+        .collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)).collect();
+    let checked = statuses.iter().filter(|c| **c == 401).count();
+    let refused = statuses.iter().filter(|c| **c == 429).count();
+    eprintln!("40 parallel wrong passwords: {checked} checked (401), {refused} refused (429)");
+    assert_eq!(checked + refused, 40, "{statuses:?}");
+    assert!(checked <= 7, "{checked} of 40 parallel attempts had their password checked (5 free failures): {statuses:?}");
+    let limited = answers.iter().find(|a| a.starts_with("HTTP/1.1 429")).map(|a| a.to_ascii_lowercase()).unwrap_or_default();
+    assert!(limited.contains("\r\nretry-after: "), "a 429 without Retry-After: {limited}");
+    sigterm(&mut child);
 }
 
 /// Acceptance: curl trusts the generated certificate; plain HTTP to the TLS port fails; the
@@ -262,9 +378,12 @@ fn tls_by_default_with_a_generated_certificate() {
     let plain = api::request(setup.api, None, "GET", "/api/status", &[bearer(&setup.token)], b"");
     assert!(plain.as_ref().is_none_or(|a| a.status != 200), "plain HTTP answered: {plain:?}");
     let headers = setup.api("GET", "/api/status").unwrap();
-    for h in ["strict-transport-security", "x-content-type-options", "content-security-policy"] {
-        assert!(headers.header(h).is_some(), "{h} missing: {}", headers.head);
-    }
+    let hsts = headers.header("strict-transport-security").unwrap_or_default();
+    let max_age: u64 = hsts.split(';').find_map(|d| d.trim().strip_prefix("max-age=")).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(max_age >= 180 * 24 * 3600, "HSTS without a max-age of at least 180 days: {hsts:?}");
+    assert_eq!(headers.header("x-content-type-options").as_deref(), Some("nosniff"), "{}", headers.head);
+    let csp = headers.header("content-security-policy").unwrap_or_default();
+    assert!(csp.split(';').any(|d| d.trim() == "frame-ancestors 'none'"), "CSP without frame-ancestors 'none': {csp:?}");
     use std::os::unix::fs::PermissionsExt;
     let key = cert.with_file_name("key.pem");
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
@@ -287,13 +406,17 @@ fn audit_verify_names_an_altered_entry() {
     let setup = Setup::new(2, "", "");
     setup.add_user("carl", "operator", "1", "carl-password");
     setup.create_token(&["--user", "carl"]);
-    let ok = setup.cli_stdin(&["audit", "--verify"], "");
-    assert!(ok.is_empty());
+    let verify = || std::process::Command::new(env!("CARGO_BIN_EXE_understudy")).args(["audit", "--verify", "--config"]).arg(&setup.config).output().unwrap();
+    let ok = verify();
+    let said = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success() && said.contains("audit trail intact"), "an untouched trail must verify: {said}");
+    let entries: u64 = said.split("intact: ").nth(1).and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(entries >= 4, "verified {entries} entries: {said}");
     let listing = setup.cli(&["audit"]);
     assert!(listing.contains("user_add") && listing.contains("token_create"), "{listing}");
     let db = rusqlite::Connection::open(setup.dir.path().join("state").join("catalog.db")).unwrap();
     db.execute("UPDATE auth_audit SET detail = replace(detail, 'carl', 'mallory') WHERE id = 3", []).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_understudy")).args(["audit", "--verify", "--config"]).arg(&setup.config).output().unwrap();
+    let out = verify();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("entry 3"), "{err}");
 }

@@ -155,3 +155,76 @@ fn session_limits_are_validated() {
     let d = understudy::config::Config::parse(&config(""), Path::new("u.toml")).unwrap();
     assert_eq!((d.server.sessions.idle_s, d.server.sessions.max_s), (12 * 3600, 7 * 24 * 3600));
 }
+
+/// An admin limited to some channels, or a narrowed admin token, grants no more than it has:
+/// users and tokens with broader rights are refused (403, saying so), and users with more
+/// rights can be neither changed nor deleted. Also the `metrics` token scope over HTTP.
+#[test]
+fn narrowed_admins_grant_no_more_than_they_have() {
+    let setup = Setup::new(4, "", "");
+    let mut child = start(&setup);
+    setup.add_user("ada", "admin", "1-2", "ada-password-1");
+    let ada = setup.create_token(&["--user", "ada"]);
+    let narrow = setup.create_token(&["--user", "test", "--channels", "1-2"]);
+    let as_ = |token: &str, method: &str, path: &str, body: serde_json::Value| send(&setup, method, path, &[bearer(token)], body);
+    let refused = |a: &Answer, what: &str| {
+        assert_eq!(a.status, 403, "{what}: {}", a.text());
+        assert!(a.text().contains("beyond"), "{what}: no sentence: {}", a.text());
+    };
+
+    for t in [&ada, &narrow] {
+        // A user on more channels than the caller's, or on all of them: refused.
+        for ch in [None, Some("all"), Some("1-3"), Some("4")] {
+            let mut body = json!({ "name": "eve", "role": "viewer", "password": "eve-password-1" });
+            if let Some(ch) = ch {
+                body["channels"] = json!(ch);
+            }
+            refused(&as_(t, "POST", "/api/users", body), &format!("user on channels {ch:?}"));
+        }
+        // A token of the full admin `test` not narrowed to the caller's channels: refused.
+        refused(&as_(t, "POST", "/api/tokens", json!({ "user": "test" })), "token of test on all channels");
+        refused(&as_(t, "POST", "/api/tokens", json!({ "user": "test", "channels": "2-3" })), "token of test on 2-3");
+        // The full admin can be neither changed (its password reset) nor deleted.
+        refused(&as_(t, "PUT", "/api/users/test", json!({ "password": "taken-over-password" })), "password of test");
+        refused(&as_(t, "DELETE", "/api/users/test", json!({})), "delete test");
+    }
+    assert_eq!(login(&setup, "test", ADMIN_PASSWORD).status, 200, "the admin's password is unchanged");
+    let users = admin(&setup, "GET", "/api/users", json!({})).json();
+    assert_eq!(users["users"].as_array().unwrap().len(), 2, "no user was added: {users}");
+
+    // Within the caller's rights: allowed.
+    let a = as_(&ada, "POST", "/api/users", json!({ "name": "vic", "role": "viewer", "channels": "2", "password": "vic-password-1" }));
+    assert_eq!(a.status, 201, "{}", a.text());
+    let a = as_(&narrow, "POST", "/api/tokens", json!({ "user": "test", "channels": "1" }));
+    assert_eq!(a.status, 201, "{}", a.text());
+    let a = as_(&ada, "PUT", "/api/users/vic", json!({ "channels": "1-2" }));
+    assert_eq!(a.status, 200, "{}", a.text());
+    refused(&as_(&ada, "PUT", "/api/users/vic", json!({ "channels": "1-4" })), "vic widened past ada");
+    assert_eq!(as_(&ada, "DELETE", "/api/users/vic", json!({})).status, 204);
+    // The full admin still may.
+    assert_eq!(admin(&setup, "POST", "/api/tokens", json!({ "user": "ada", "channels": "all" })).status, 201);
+
+    // A metrics-scoped token over HTTP: stored and listed with its scope, /metrics only.
+    let bad = admin(&setup, "POST", "/api/tokens", json!({ "user": "test", "scope": "everything" }));
+    assert!(bad.status == 400 && bad.text().contains("scope"), "{}", bad.text());
+    setup.add_user("val", "viewer", "all", "val-password-1");
+    let viewer_metrics = admin(&setup, "POST", "/api/tokens", json!({ "user": "val", "scope": "metrics" }));
+    assert!(viewer_metrics.status == 400 && viewer_metrics.text().contains("metrics"), "a viewer has no metrics right: {}", viewer_metrics.text());
+    let m = admin(&setup, "POST", "/api/tokens", json!({ "user": "test", "scope": "metrics" }));
+    assert_eq!((m.status, m.json()["scope"].as_str()), (201, Some("metrics")), "{}", m.text());
+    let token = m.json()["token"].as_str().unwrap().to_owned();
+    let id = m.json()["id"].clone();
+    let listed = admin(&setup, "GET", "/api/tokens", json!({})).json();
+    assert!(listed["tokens"].as_array().unwrap().iter().any(|t| t["id"] == id && t["scope"] == "metrics"), "{listed}");
+    let cli_list = setup.cli(&["token", "list"]);
+    assert!(cli_list.lines().any(|l| l.split_whitespace().next() == Some(id.to_string().as_str()) && l.contains("metrics")), "{cli_list}");
+    let scraped = as_(&token, "GET", "/metrics", json!({}));
+    assert_eq!(scraped.status, 200, "{}", scraped.text());
+    assert!(scraped.text().contains("understudy_build_info"));
+    for path in ["/api/status", "/api/users", "/api/tokens", "/api/config/cameras", "/api/channels/1/recordings", "/api/session"] {
+        assert_eq!(as_(&token, "GET", path, json!({})).status, 403, "{path} with a metrics token");
+    }
+    // A metrics token cannot mint a broader one either (it lacks the users right).
+    assert_eq!(as_(&token, "POST", "/api/tokens", json!({ "user": "test" })).status, 403);
+    sigterm(&mut child);
+}

@@ -34,10 +34,14 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// What a path needs: a permission (None: any logged-in user) and the channel it touches.
+/// The channel segment must be a plain decimal number (`3`, not `%33` or `+3`): it is read
+/// from the raw path here, while axum decodes it for the handler, so anything else is an
+/// `Err` the guard refuses.
 pub fn requirement(path: &str) -> (Option<Perm>, Option<Result<u32, ()>>) {
     if let Some(rest) = path.strip_prefix("/api/channels/") {
         let (n, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        let ch = n.parse::<u32>().map_err(drop);
+        let plain = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        let ch = if plain { n.parse::<u32>().map_err(drop) } else { Err(()) };
         let perm = if tail.starts_with("live") {
             Perm::Live
         } else if tail.starts_with("export") {
@@ -193,9 +197,16 @@ async fn authorize(st: &ApiState, req: &mut Request, ip: IpAddr, public: bool) -
         return Err(err(StatusCode::FORBIDDEN, "WebSocket upgrade from another origin refused"));
     }
     let (perm, channel) = requirement(req.uri().path());
+    if let Some(Err(())) = channel {
+        return Err(err(StatusCode::BAD_REQUEST, "the channel in /api/channels/N/… must be a plain decimal number"));
+    }
+    if perm.is_none() && p.scope != crate::auth::Scope::Full {
+        st.audit_denied(&p, req.uri().path(), None);
+        return Err(err(StatusCode::FORBIDDEN, format!("this token of user {:?} is limited to the {} scope", p.user, p.scope.name().unwrap_or("full"))));
+    }
     if let Some(perm) = perm.filter(|pm| !p.can(*pm)) {
         st.audit_denied(&p, req.uri().path(), None);
-        return Err(err(StatusCode::FORBIDDEN, format!("user {:?} ({}) lacks the {} permission", p.user, p.role.name(), perm.name())));
+        return Err(err(StatusCode::FORBIDDEN, format!("user {:?} ({}{}) lacks the {} permission", p.user, p.role.name(), p.scope.name().map_or(String::new(), |s| format!(", token scope {s}")), perm.name())));
     }
     if let Some(Ok(ch)) = channel.filter(|c| c.is_ok_and(|ch| !p.sees(ch))) {
         st.audit_denied(&p, req.uri().path(), Some(ch));
@@ -240,19 +251,23 @@ pub struct Login {
 fn session_json(p: &Principal) -> serde_json::Value {
     json!({
         "user": p.user, "role": p.role.name(), "channels": p.channels.to_string(),
-        "permissions": p.role.perms(), "csrf": p.csrf, "token": p.token,
+        "permissions": p.perms(), "scope": p.scope.name(), "csrf": p.csrf, "token": p.token,
     })
 }
 
 /// `POST /api/login {username, password}`: a session cookie and the CSRF token.
 pub async fn login(State(st): State<ApiState>, Extension(ClientIp(ip)): Extension<ClientIp>, Json(l): Json<Login>) -> Response {
-    if let Some(wait) = st.backoff.wait(ip, &l.username) {
-        let secs = wait.as_secs().max(1);
-        record(&st.auth, audit::Entry { user: Some(l.username.clone()), ip: Some(ip.to_string()), action: "login".into(), detail: json!({}), result: "backoff".into(), ..Default::default() });
-        let mut r = err(StatusCode::TOO_MANY_REQUESTS, format!("too many failed logins: try again in {secs} s"));
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return r;
-    }
+    // Reserved before the password is checked, so parallel attempts count against the limit.
+    let attempt = match st.backoff.begin(ip, &l.username) {
+        Ok(a) => a,
+        Err(wait) => {
+            let secs = wait.as_secs().max(1);
+            record(&st.auth, audit::Entry { user: Some(l.username.clone()), ip: Some(ip.to_string()), action: "login".into(), detail: json!({}), result: "backoff".into(), ..Default::default() });
+            let mut r = err(StatusCode::TOO_MANY_REQUESTS, format!("too many failed or parallel logins: try again in {secs} s"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
+    };
     let Ok(_permit) = st.hashing.acquire().await else { return err(StatusCode::SERVICE_UNAVAILABLE, "shutting down") };
     let db = st.auth.clone();
     let name = l.username.clone();
@@ -273,14 +288,14 @@ pub async fn login(State(st): State<ApiState>, Extension(ClientIp(ip)): Extensio
         Err(r) => return r,
     };
     let Some(u) = user else {
-        st.backoff.failed(ip, &l.username);
+        attempt.failed();
         record(&st.auth, audit::Entry { user: Some(l.username), ip: Some(ip.to_string()), action: "login".into(), detail: json!({}), result: "bad_credentials".into(), ..Default::default() });
         return err(StatusCode::UNAUTHORIZED, "wrong user name or password");
     };
-    st.backoff.succeeded(ip, &l.username);
+    attempt.succeeded();
     let sid = SessionId::new(random_secret(""));
     let csrf = random_secret("");
-    let p = Principal { user: u.name.clone(), role: u.role, channels: u.channels.clone(), token: None, csrf: Some(csrf.clone()), ip: ip.to_string() };
+    let p = Principal { user: u.name.clone(), role: u.role, channels: u.channels.clone(), scope: crate::auth::Scope::Full, token: None, csrf: Some(csrf.clone()), ip: ip.to_string() };
     let db = st.auth.clone();
     let (hash, ip_s) = (digest_hex(sid.expose()), ip.to_string());
     match blocking(move || db.create_session(u.id, &hash, &csrf, &ip_s)).await {

@@ -19,12 +19,12 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::play::{layout, playback_range};
-use super::{check_channel, ApiError, ApiState, RangeQuery};
+use super::{ApiError, ApiState, RangeQuery, SeenChannel};
 use crate::commands::time::format_90k;
 
 /// A pause longer than this between fragments is a gap (marked as a discontinuity).
@@ -50,8 +50,7 @@ struct Entry {
     gap_before: bool,
 }
 
-pub async fn vod(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Query<RangeQuery>) -> Result<Response, ApiError> {
-    check_channel(&st, n)?;
+pub async fn vod(State(st): State<ApiState>, SeenChannel(n): SeenChannel, Query(q): Query<RangeQuery>) -> Result<Response, ApiError> {
     let (from, to) = playback_range(&q)?;
     let mut body = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MEDIA-SEQUENCE:0\n");
     let mut media = String::new();
@@ -112,8 +111,7 @@ fn entries(frags: &[understudy_storage::fmp4::VirtualFragment]) -> Vec<Entry> {
     out
 }
 
-pub async fn live(State(st): State<ApiState>, Path(n): Path<u32>) -> Result<Response, ApiError> {
-    check_channel(&st, n)?;
+pub async fn live(State(st): State<ApiState>, SeenChannel(n): SeenChannel) -> Result<Response, ApiError> {
     let now = crate::commands::time::now_90k();
     let current = now.div_euclid(ANCHOR_90K);
     let mut chosen = None;

@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use understudy_storage::live::{LiveFragment, LiveInit};
 
-use super::{check_channel, ApiError, ApiState};
+use super::{ApiError, ApiState, SeenChannel};
 use crate::commands::time::format_90k;
 
 /// A viewer whose socket accepts nothing for this long is disconnected.
@@ -32,8 +32,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 /// WebSocket close code for "try again later" (RFC 6455 §7.4.1 registry: 1013).
 const CLOSE_TRY_AGAIN: u16 = 1013;
 
-pub async fn live(State(st): State<ApiState>, Path(n): Path<u32>, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
-    check_channel(&st, n)?;
+pub async fn live(State(st): State<ApiState>, SeenChannel(n): SeenChannel, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
     let store = st.station.store.clone();
     Ok(ws.on_upgrade(move |socket| async move {
         let sub = store.live(n);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -21,6 +22,7 @@ use prometheus_client::registry::Registry;
 use understudy_storage::HistogramSnapshot;
 
 use super::{internal, ApiError, ApiState};
+use crate::auth::Principal;
 use crate::failover::health::StateName;
 
 static STARTED: OnceLock<Instant> = OnceLock::new();
@@ -97,7 +99,8 @@ fn secs(d: Duration) -> f64 {
 }
 
 /// Reads every stat once; runs off the async threads (statvfs per volume, a few locks).
-fn collect(st: &ApiState) -> Families {
+/// Channel and standby series only for channels `p` sees, main series only for mains it sees.
+fn collect(st: &ApiState, p: &Principal) -> Families {
     let mut f = Families::default();
     let cfg = &st.station.cfg;
 
@@ -112,7 +115,7 @@ fn collect(st: &ApiState) -> Families {
     let mut recording: std::collections::HashMap<u32, _> =
         st.station.snapshots().into_iter().map(|(s, d)| (s.channel, (s, d))).collect();
     let now = SystemTime::now();
-    for (ch, _) in cfg.channel_map() {
+    for (ch, _) in cfg.channel_map().into_iter().filter(|(ch, _)| p.sees(*ch)) {
         let Some((s, d)) = recording.remove(&ch) else {
             for state in CHANNEL_STATES {
                 f.add("channel_state", "Channel state: 1 for the current one.",
@@ -152,7 +155,7 @@ fn collect(st: &ApiState) -> Families {
     }
 
     // ---- mains ----
-    for m in st.failover.as_ref().map(|fo| fo.metrics()).unwrap_or_default() {
+    for m in st.failover.as_ref().map(|fo| fo.metrics()).unwrap_or_default().into_iter().filter(|m| super::sees_main(st, p, &m.name)) {
         let l = || vec![("main", m.name.clone())];
         let current = main_state(m.state);
         for state in MAIN_STATES {
@@ -169,7 +172,7 @@ fn collect(st: &ApiState) -> Families {
     }
 
     // ---- standby sessions (hot/warm mains) ----
-    for sb in st.failover.as_ref().map(|fo| fo.standbys()).unwrap_or_default() {
+    for sb in st.failover.as_ref().map(|fo| fo.standbys()).unwrap_or_default().into_iter().filter(|sb| p.sees(sb.channel)) {
         let l = || vec![("channel", sb.channel.to_string()), ("main", sb.main.clone())];
         f.add("standby_prebuffer_bytes", "Bytes of footage a hot standby holds in memory for the channel.", l(), Value::Gauge(sb.prebuffer_bytes as f64));
         f.add("standby_prebuffer_seconds", "Seconds of footage a hot standby holds for the channel.", l(), Value::Gauge(sb.prebuffer_seconds));
@@ -223,17 +226,17 @@ impl Collector for Scrape {
     }
 }
 
-/// The exposition text of everything `collect` reads.
-pub fn render(st: &ApiState) -> Result<String, std::fmt::Error> {
+/// The exposition text of everything `collect` reads, as `p` may see it.
+pub fn render(st: &ApiState, p: &Principal) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("understudy");
-    registry.register_collector(Box::new(Scrape(collect(st))));
+    registry.register_collector(Box::new(Scrape(collect(st, p))));
     let mut out = String::with_capacity(16 * 1024);
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
 }
 
-/// `GET /metrics`.
-pub async fn scrape(State(st): State<ApiState>) -> Result<Response, ApiError> {
-    let text = tokio::task::spawn_blocking(move || render(&st)).await.map_err(internal)?.map_err(internal)?;
+/// `GET /metrics` (the `metrics` permission, checked by the guard).
+pub async fn scrape(State(st): State<ApiState>, Extension(p): Extension<Principal>) -> Result<Response, ApiError> {
+    let text = tokio::task::spawn_blocking(move || render(&st, &p)).await.map_err(internal)?.map_err(internal)?;
     Ok(([(CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], text).into_response())
 }

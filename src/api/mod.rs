@@ -19,7 +19,8 @@ mod users;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
@@ -206,8 +207,25 @@ struct ChannelView {
     standby: Vec<crate::failover::StandbyView>,
 }
 
+/// `s` with every URL (`scheme://…` up to a space or quote) replaced by `<url hidden>`: for
+/// errors shown to a principal without the `config` right (camera and probe URLs are
+/// configuration).
+fn hide_urls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i].rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c))).map_or(0, |j| j + 1);
+        let end = rest[i..].find(|c: char| c.is_whitespace() || "\"'<>".contains(c)).map_or(rest.len(), |j| i + j);
+        out.push_str(&rest[..start]);
+        out.push_str("<url hidden>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether the principal sees a main: some channel of it is in their set.
-fn sees_main(st: &ApiState, p: &Principal, main: &str) -> bool {
+pub(crate) fn sees_main(st: &ApiState, p: &Principal, main: &str) -> bool {
     st.station.cfg.mains.iter().filter(|m| m.name == main).flat_map(|m| &m.cameras).any(|c| p.sees(c.channel))
 }
 
@@ -259,8 +277,34 @@ async fn status(State(st): State<ApiState>, Extension(p): Extension<Principal>) 
         };
         channels.push(view);
     }
+    let config = p.can(crate::auth::Perm::Config);
+    if !config {
+        for c in &mut channels {
+            for text in [&mut c.last_error, &mut c.reason, &mut c.owner_reason].into_iter().flatten() {
+                *text = hide_urls(text);
+            }
+            for sb in &mut c.standby {
+                sb.last_error = sb.last_error.as_deref().map(hide_urls);
+            }
+        }
+    }
     let mut mains = st.failover.as_ref().map(|f| f.status()).unwrap_or_default();
     mains.retain(|m| sees_main(&st, &p, &m.name));
+    for m in &mut mains {
+        // A main's channels beyond the principal's set are not theirs to see; its probe URL,
+        // errors (which can hold camera URLs) and health source are configuration.
+        m.channels.retain(|ch| p.sees(*ch));
+        m.not_recording.retain(|c| p.sees(c.channel));
+        for c in m.not_recording.iter_mut().filter(|_| !config) {
+            c.reason = c.reason.as_deref().map(hide_urls);
+        }
+        if !config {
+            m.probe = None;
+            m.last_error = None;
+            m.health = None;
+            m.health_error = None;
+        }
+    }
     Json(json!({
         "server": {
             "name": cfg.server.name,
@@ -309,16 +353,33 @@ impl RangeQuery {
     }
 }
 
-fn check_channel(st: &ApiState, n: u32) -> Result<(), ApiError> {
-    let max = st.station.cfg.server.channels;
-    if n == 0 || n > max {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("channel {n} is outside 1..={max}")));
+/// The channel `n` of a `/api/channels/{n}/…` route, as the handler receives it (decoded by
+/// axum), checked again against the principal the guard let in and against
+/// `server.channels`: the guard reads the raw path, so a handler must not rely on it alone
+/// for the channel it serves. Every channel-scoped handler takes its channel through this.
+pub struct SeenChannel(pub u32);
+
+impl FromRequestParts<ApiState> for SeenChannel {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &ApiState) -> Result<SeenChannel, ApiError> {
+        let Path(n) = Path::<u32>::from_request_parts(parts, st).await.map_err(|e| bad(format!("channel: {}", e.body_text())))?;
+        let Some(p) = parts.extensions.get::<Principal>() else {
+            return Err(ApiError(StatusCode::UNAUTHORIZED, "not logged in".into()));
+        };
+        if !p.sees(n) {
+            st.audit_denied(p, parts.uri.path(), Some(n));
+            return Err(ApiError(StatusCode::FORBIDDEN, format!("user {:?} may not see channel {n}", p.user)));
+        }
+        let max = st.station.cfg.server.channels;
+        if n == 0 || n > max {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("channel {n} is outside 1..={max}")));
+        }
+        Ok(SeenChannel(n))
     }
-    Ok(())
 }
 
-async fn recordings(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Query<RangeQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    check_channel(&st, n)?;
+async fn recordings(State(st): State<ApiState>, SeenChannel(n): SeenChannel, Query(q): Query<RangeQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let (from, to) = q.parse()?;
     let store = st.station.store.clone();
     let segs = tokio::task::spawn_blocking(move || store.recordings(n, from, to)).await.map_err(internal)?.map_err(internal)?;
@@ -332,4 +393,20 @@ async fn recordings(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Qu
         }))
         .collect();
     Ok(Json(json!({ "channel": n, "recordings": list })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_urls;
+
+    #[test]
+    fn urls_are_hidden_from_errors() {
+        assert_eq!(
+            hide_urls("DESCRIBE rtsp://10.0.0.5:554/cam-2 failed: refused"),
+            "DESCRIBE <url hidden> failed: refused"
+        );
+        assert_eq!(hide_urls("probe \"https://nvr.local/x?y=1\": 500; then http://a"), "probe \"<url hidden>\": 500; then <url hidden>");
+        assert_eq!(hide_urls("no address here"), "no address here");
+        assert_eq!(hide_urls("odd :// alone"), "odd <url hidden> alone");
+    }
 }

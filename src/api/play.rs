@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use sha2::{Digest, Sha256};
 use understudy_storage::Playback;
 
-use super::{bad, check_channel, internal, ApiError, ApiState, RangeQuery};
+use super::{bad, internal, ApiError, ApiState, RangeQuery, SeenChannel};
 use crate::commands::time::now_90k;
 
 /// The longest range one request may lay out (the layout is ~100 bytes per second).
@@ -186,13 +186,12 @@ pub struct PlayQuery {
 
 pub async fn play(
     State(st): State<ApiState>,
-    Path(n): Path<u32>,
+    SeenChannel(n): SeenChannel,
     Query(q): Query<PlayQuery>,
     Extension(who): Extension<crate::auth::Principal>,
     info: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_channel(&st, n)?;
     let (from, to) = playback_range(&q.range)?;
     let sign = match q.sign.as_deref() {
         None | Some("0") | Some("false") => false,

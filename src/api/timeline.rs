@@ -2,11 +2,11 @@
 //! recorded spans (back-to-back segments merged), the gaps between them within the range, and
 //! the events that concern the channel (its own, and its mains' takeovers).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use serde_json::json;
 
-use super::{bad, check_channel, internal, ApiError, ApiState, RangeQuery};
+use super::{bad, internal, ApiError, ApiState, RangeQuery, SeenChannel};
 use crate::commands::time::{format_90k, now_90k};
 
 /// Segments less than this apart are one span.
@@ -14,8 +14,7 @@ const JOIN_90K: i64 = 90_000;
 /// At most this many events are scanned for one answer (newest kept).
 const MAX_EVENTS_SCANNED: usize = 100_000;
 
-pub async fn timeline(State(st): State<ApiState>, Path(n): Path<u32>, Query(q): Query<RangeQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    check_channel(&st, n)?;
+pub async fn timeline(State(st): State<ApiState>, SeenChannel(n): SeenChannel, Query(q): Query<RangeQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let (from, to) = q.parse()?;
     let to = to.unwrap_or_else(now_90k);
     let from = from.unwrap_or(to - 24 * 3600 * 90_000);

@@ -17,7 +17,7 @@ use super::{bad, internal, ApiError, ApiState};
 use crate::auth::db::{self, AuthDb, DbError};
 use crate::auth::manage::{check_name, expires_at, token_state};
 use crate::auth::secret::Password;
-use crate::auth::{password, Channels, Principal, Role};
+use crate::auth::{password, Channels, Principal, Role, Scope};
 
 /// Runs `f` on the auth database off the async threads.
 async fn with_db<T: Send + 'static>(st: &ApiState, f: impl FnOnce(&AuthDb) -> Result<T, DbError> + Send + 'static) -> Result<T, ApiError> {
@@ -51,6 +51,28 @@ fn parse_channels(s: &str) -> Result<Channels, ApiError> {
     Channels::parse(s).map_err(|e| bad(format!("channels: {e}")))
 }
 
+/// Refuses (403, saying why) rights beyond the caller's own: an admin limited to some
+/// channels, or through a narrowed token, may not grant more than it has, nor manage a user
+/// who has more (else it could reset that user's password and log in as them).
+fn within_own(p: &Principal, role: Role, scope: Scope, channels: &Channels, what: &str) -> Result<(), ApiError> {
+    if p.covers(role, scope, channels) {
+        return Ok(());
+    }
+    let rights = format!("{}{} on channels {channels}", role.name(), scope.name().map_or(String::new(), |s| format!(" (scope {s})")));
+    Err(ApiError(
+        StatusCode::FORBIDDEN,
+        format!("{what} would have rights beyond those of {:?} ({}, channels {}): {rights}", p.user, p.perms().join(" "), p.channels),
+    ))
+}
+
+/// The user `name` (404 if none), checked to have no more rights than the caller.
+async fn manageable(st: &ApiState, p: &Principal, name: &str) -> Result<db::User, ApiError> {
+    let n = name.to_owned();
+    let u = with_db(st, move |db| db.user(&n)).await?.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no user {name:?}")))?;
+    within_own(p, u.role, Scope::Full, &u.channels, &format!("user {name:?}"))?;
+    Ok(u)
+}
+
 /// `GET /api/users`.
 pub async fn list(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let users = with_db(&st, |db| db.users()).await?;
@@ -72,6 +94,7 @@ pub async fn add(State(st): State<ApiState>, Extension(p): Extension<Principal>,
     check_name(&n.name).map_err(bad)?;
     let role = parse_role(&n.role)?;
     let channels = parse_channels(n.channels.as_deref().unwrap_or("all"))?;
+    within_own(&p, role, Scope::Full, &channels, &format!("user {:?}", n.name))?;
     let hash = hash_new(&st, n.password).await?;
     let name = n.name.clone();
     let ch = channels.clone();
@@ -103,6 +126,8 @@ pub async fn change(State(st): State<ApiState>, Extension(p): Extension<Principa
     if role.is_none() && channels.is_none() && c.password.is_none() {
         return Err(bad("nothing to change: give role, channels or password"));
     }
+    let current = manageable(&st, &p, &name).await?;
+    within_own(&p, role.unwrap_or(current.role), Scope::Full, channels.as_ref().unwrap_or(&current.channels), &format!("user {name:?}"))?;
     let password_changed = c.password.is_some();
     let hash = match c.password {
         Some(pw) => Some(hash_new(&st, pw).await?),
@@ -130,6 +155,7 @@ pub async fn change(State(st): State<ApiState>, Extension(p): Extension<Principa
 
 /// `DELETE /api/users/{name}`: the user with their sessions and tokens (not the last admin).
 pub async fn delete(State(st): State<ApiState>, Extension(p): Extension<Principal>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    manageable(&st, &p, &name).await?;
     let n = name.clone();
     let gone = with_db(&st, move |db| {
         if db.is_last_admin(&n)? {
@@ -147,7 +173,7 @@ pub async fn delete(State(st): State<ApiState>, Extension(p): Extension<Principa
 
 fn token_json(t: &db::TokenRow, now: i64) -> Value {
     json!({
-        "id": t.id, "user": t.user, "role": t.role.map(Role::name), "channels": t.channels.to_string(),
+        "id": t.id, "user": t.user, "role": t.role.map(Role::name), "scope": t.scope.name(), "channels": t.channels.to_string(),
         "created": time_s(t.created), "expires": t.expires.map(time_s), "state": token_state(t, now),
     })
 }
@@ -169,23 +195,27 @@ pub struct NewToken {
     channels: Option<String>,
     #[serde(default)]
     role: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
-/// `POST /api/tokens {user, expires?, channels?, role?}`: 201 with `token`, shown only here.
+/// `POST /api/tokens {user, expires?, channels?, role?, scope?}`: 201 with `token`, shown only
+/// here. The token's rights (the user's, narrowed) must be within the caller's own.
 pub async fn create_token(State(st): State<ApiState>, Extension(p): Extension<Principal>, Json(n): Json<NewToken>) -> Result<Response, ApiError> {
     let channels = parse_channels(n.channels.as_deref().unwrap_or("all"))?;
     let role = n.role.as_deref().map(parse_role).transpose()?;
+    let scope = n.scope.as_deref().map(Scope::parse).transpose().map_err(|e| bad(format!("scope: {e}")))?.unwrap_or_default();
     let expires = n.expires.as_deref().map(expires_at).transpose().map_err(|e| bad(format!("expires: {e}")))?;
+    let u = n.user.clone();
+    let owner = with_db(&st, move |db| db.user(&u)).await?.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no user {:?}", n.user)))?;
+    let effective = role.map_or(owner.role, |r| r.min(owner.role));
+    if let Some(name) = scope.name().filter(|_| !scope.usable_by(effective)) {
+        return Err(bad(format!("scope: user {:?} ({}) lacks the {name} permission", n.user, effective.name())));
+    }
+    within_own(&p, effective, scope, &owner.channels.intersect(&channels), &format!("a token of user {:?}", n.user))?;
     let (user, ch) = (n.user.clone(), channels.clone());
-    let (id, token) = with_db(&st, move |db| {
-        if db.user(&user)?.is_none() {
-            return Ok(None);
-        }
-        db.issue_token(&user, role, &ch, expires).map(Some)
-    })
-    .await?
-    .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no user {:?}", n.user)))?;
-    let detail = json!({ "id": id, "user": n.user, "channels": channels.to_string(), "role": role.map(Role::name), "expires": expires.map(time_s) });
+    let (id, token) = with_db(&st, move |db| db.issue_token(&user, role, scope, &ch, expires)).await?;
+    let detail = json!({ "id": id, "user": n.user, "channels": channels.to_string(), "role": role.map(Role::name), "scope": scope.name(), "expires": expires.map(time_s) });
     record(&st.auth, p.entry("token_create", None, detail.clone(), "ok"));
     let mut answer = detail;
     answer["token"] = json!(token);

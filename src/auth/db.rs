@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::perm::{Channels, Role};
+use super::perm::{Channels, Role, Scope};
 
 /// Schema steps of the auth tables, in order; `auth_schema.version` counts those applied.
 const STEPS: &[&str] = &[r#"
@@ -53,7 +53,10 @@ CREATE TABLE auth_audit (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-"#];
+"#,
+    // 2: a token's scope (NULL: its role's full rights; `metrics`: only /metrics).
+    "ALTER TABLE auth_token ADD COLUMN scope TEXT;",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -81,6 +84,7 @@ pub struct TokenRow {
     pub user: String,
     pub role: Option<Role>,
     pub channels: Channels,
+    pub scope: Scope,
     pub created: i64,
     pub expires: Option<i64>,
     pub revoked: Option<i64>,
@@ -249,12 +253,18 @@ impl AuthDb {
 
     // ---- tokens ----
 
-    pub fn create_token(&self, user: &str, hash: &str, role: Option<Role>, channels: &Channels, expires: Option<i64>) -> Result<i64> {
+    /// Stores a token's hash and limits. A scope the user's (narrowed) role cannot use at all
+    /// is refused, naming the user and the scope.
+    pub fn create_token(&self, user: &str, hash: &str, role: Option<Role>, scope: Scope, channels: &Channels, expires: Option<i64>) -> Result<i64> {
         let u = self.user(user)?.ok_or_else(|| DbError::Invalid(format!("no user {user:?} (see `user list`)")))?;
+        let effective = role.map_or(u.role, |r| r.min(u.role));
+        if let Some(name) = scope.name().filter(|_| !scope.usable_by(effective)) {
+            return Err(DbError::Invalid(format!("a token of user {user:?} ({}) cannot have the {name} scope: the role lacks that permission", effective.name())));
+        }
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO auth_token (hash, user_id, role, channels, created, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![hash, u.id, role.map(Role::name), channels.to_string(), now_s(), expires],
+            "INSERT INTO auth_token (hash, user_id, role, channels, created, expires, scope) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![hash, u.id, role.map(Role::name), channels.to_string(), now_s(), expires, scope.name()],
         )
         .map_err(self.sql_err("creating a token"))?;
         Ok(conn.last_insert_rowid())
@@ -263,21 +273,22 @@ impl AuthDb {
     fn token_rows(&self, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<(TokenRow, User)>> {
         let conn = self.conn();
         let sql = format!(
-            "SELECT {USER_COLS}, t.id, t.role, t.channels, t.created, t.expires, t.revoked FROM auth_token t JOIN auth_user u ON u.id = t.user_id {filter} ORDER BY t.id"
+            "SELECT {USER_COLS}, t.id, t.role, t.channels, t.created, t.expires, t.revoked, t.scope FROM auth_token t JOIN auth_user u ON u.id = t.user_id {filter} ORDER BY t.id"
         );
         let mut st = conn.prepare(&sql).map_err(self.sql_err("reading tokens"))?;
         let rows = st
             .query_map(p, |r| {
-                Ok((user_row(r)?, r.get::<_, i64>(6)?, r.get::<_, Option<String>>(7)?, r.get::<_, String>(8)?, r.get::<_, i64>(9)?, r.get::<_, Option<i64>>(10)?, r.get::<_, Option<i64>>(11)?))
+                Ok((user_row(r)?, r.get::<_, i64>(6)?, r.get::<_, Option<String>>(7)?, r.get::<_, String>(8)?, r.get::<_, i64>(9)?, r.get::<_, Option<i64>>(10)?, r.get::<_, Option<i64>>(11)?, r.get::<_, Option<String>>(12)?))
             })
             .map_err(self.sql_err("reading tokens"))?;
         let mut out = Vec::new();
         for r in rows {
-            let (u, id, role, ch, created, expires, revoked) = r.map_err(self.sql_err("reading tokens"))?;
+            let (u, id, role, ch, created, expires, revoked, scope) = r.map_err(self.sql_err("reading tokens"))?;
             let user = to_user(u)?;
             let role = role.map(|r| Role::parse(&r)).transpose().map_err(DbError::Invalid)?;
             let channels = Channels::parse(&ch).map_err(DbError::Invalid)?;
-            out.push((TokenRow { id, user: user.name.clone(), role, channels, created, expires, revoked }, user));
+            let scope = scope.map(|s| Scope::parse(&s)).transpose().map_err(DbError::Invalid)?.unwrap_or_default();
+            out.push((TokenRow { id, user: user.name.clone(), role, channels, scope, created, expires, revoked }, user));
         }
         Ok(out)
     }
@@ -299,5 +310,83 @@ impl AuthDb {
             .execute("UPDATE auth_token SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL", params![id, now_s()])
             .map_err(self.sql_err("revoking a token"))?;
         Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::secret::{digest_hex, SessionId, Token};
+    use crate::auth::{Perm, SessionLimits};
+
+    /// Sessions past either limit are refused and deleted, with rows backdated in the table;
+    /// a session in use has its idle clock refreshed.
+    #[test]
+    fn sessions_expire_when_idle_and_at_the_absolute_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = AuthDb::open(dir.path()).unwrap();
+        db.add_user("u", Role::Viewer, &Channels::All, "hash").unwrap();
+        let uid = db.user("u").unwrap().unwrap().id;
+        let limits = SessionLimits { idle_s: 3600, max_s: 8 * 3600 };
+        let now = now_s();
+        let rows = [
+            ("fresh", now - 10, now - 10),
+            ("idle", now - 2 * 3600, now - limits.idle_s - 1),
+            ("old", now - limits.max_s - 1, now - 5),
+            ("edge", now - limits.max_s + 120, now - limits.idle_s + 120),
+        ];
+        for (sid, created, last_seen) in rows {
+            db.create_session(uid, &digest_hex(sid), "csrf", "127.0.0.1").unwrap();
+            db.conn()
+                .execute("UPDATE auth_session SET created = ?2, last_seen = ?3 WHERE id_hash = ?1", params![digest_hex(sid), created, last_seen])
+                .unwrap();
+        }
+        let principal = |sid: &str| db.principal_for_session(&SessionId::new(sid), "127.0.0.1", limits).unwrap();
+        assert!(principal("fresh").is_ok_and(|p| p.user == "u"));
+        assert!(principal("edge").is_ok(), "within both limits, if only just");
+        assert_eq!(principal("idle").err(), Some(crate::auth::Refusal::Unknown), "idle past session_idle");
+        assert_eq!(principal("old").err(), Some(crate::auth::Refusal::Unknown), "past session_max though used 5 s ago");
+        let mut left: Vec<String> = {
+            let conn = db.conn();
+            let mut st = conn.prepare("SELECT id_hash FROM auth_session").unwrap();
+            st.query_map([], |r| r.get::<_, String>(0)).unwrap().map(|r| r.unwrap()).collect()
+        };
+        left.sort();
+        let mut want = vec![digest_hex("edge"), digest_hex("fresh")];
+        want.sort();
+        assert_eq!(left, want, "expired sessions are deleted");
+        let seen: i64 = db.conn().query_row("SELECT last_seen FROM auth_session WHERE id_hash = ?1", [digest_hex("edge")], |r| r.get(0)).unwrap();
+        assert!(seen >= now, "a use refreshes the idle clock: {seen} < {now}");
+    }
+
+    /// A catalog of auth schema 1 (before token scopes) opens with its tokens unchanged (full
+    /// rights); scoped tokens work after the upgrade.
+    #[test]
+    fn schema_1_tokens_survive_the_scope_column() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("catalog.db")).unwrap();
+            c.execute_batch(STEPS[0]).unwrap();
+            c.execute_batch("CREATE TABLE auth_schema (version INTEGER NOT NULL); INSERT INTO auth_schema (version) VALUES (1);").unwrap();
+            c.execute("INSERT INTO auth_user (name, role, channels, password_hash, created) VALUES ('op', 'operator', '1-2', 'h', 0)", []).unwrap();
+            c.execute("INSERT INTO auth_token (hash, user_id, role, channels, created) VALUES (?1, 1, NULL, 'all', 0)", [digest_hex("us_old")]).unwrap();
+        }
+        let db = AuthDb::open(dir.path()).unwrap();
+        let version: i64 = db.conn().query_row("SELECT version FROM auth_schema", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, STEPS.len() as i64);
+        let old = db.principal_for_token(&Token::new("us_old"), "127.0.0.1").unwrap().unwrap();
+        assert_eq!(old.scope, Scope::Full);
+        assert!(old.can(Perm::Config) && old.can(Perm::Metrics) && old.can(Perm::Live));
+
+        let (_, t) = db.issue_token("op", None, Scope::Metrics, &Channels::All, None).unwrap();
+        let m = db.principal_for_token(&Token::new(t), "127.0.0.1").unwrap().unwrap();
+        assert!(m.can(Perm::Metrics) && !m.can(Perm::Live) && !m.can(Perm::Config));
+        assert_eq!(m.channels.to_string(), "1-2", "the user's channel set still applies");
+        assert_eq!(db.tokens().unwrap().last().map(|t| t.scope), Some(Scope::Metrics));
+        db.add_user("v", Role::Viewer, &Channels::All, "h").unwrap();
+        let e = db.issue_token("v", None, Scope::Metrics, &Channels::All, None).unwrap_err().to_string();
+        assert!(e.contains("\"v\"") && e.contains("metrics"), "{e}");
+        drop(db);
+        AuthDb::open(dir.path()).unwrap();
     }
 }

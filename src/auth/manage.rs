@@ -2,7 +2,7 @@
 //! (`/api/users`, `/api/tokens`): name rules, token issue, expiry parsing and token state.
 
 use super::db::{self, AuthDb, DbError, TokenRow};
-use super::perm::{Channels, Role};
+use super::perm::{Channels, Role, Scope};
 use super::secret::{digest_hex, random_secret};
 
 /// A user name: 1 to 64 letters, digits, `.`, `_`, `@` or `-`.
@@ -32,9 +32,9 @@ pub fn token_state(t: &TokenRow, now: i64) -> &'static str {
 impl AuthDb {
     /// Creates a token for `user`; returns its id and the token itself (shown once, stored
     /// only as a hash).
-    pub fn issue_token(&self, user: &str, role: Option<Role>, channels: &Channels, expires: Option<i64>) -> Result<(i64, String), DbError> {
+    pub fn issue_token(&self, user: &str, role: Option<Role>, scope: Scope, channels: &Channels, expires: Option<i64>) -> Result<(i64, String), DbError> {
         let token = random_secret("us_");
-        let id = self.create_token(user, &digest_hex(&token), role, channels, expires)?;
+        let id = self.create_token(user, &digest_hex(&token), role, scope, channels, expires)?;
         Ok((id, token))
     }
 

@@ -10,7 +10,7 @@ pub mod perm;
 pub mod secret;
 
 pub use db::AuthDb;
-pub use perm::{Channels, Perm, Role};
+pub use perm::{Channels, Perm, Role, Scope};
 
 /// How long a browser session lives without a request, unless `[server] session_idle` says.
 pub const SESSION_IDLE_S: i64 = 12 * 3600;
@@ -36,6 +36,8 @@ pub struct Principal {
     pub user: String,
     pub role: Role,
     pub channels: Channels,
+    /// A token's scope (`Full` for sessions).
+    pub scope: Scope,
     /// The API token used, by id (None for a browser session).
     pub token: Option<i64>,
     /// The session's CSRF token (None for a bearer token).
@@ -46,7 +48,18 @@ pub struct Principal {
 
 impl Principal {
     pub fn can(&self, p: Perm) -> bool {
-        self.role.allows(p)
+        self.role.allows(p) && self.scope.allows(p)
+    }
+
+    /// The names of the permissions in force.
+    pub fn perms(&self) -> Vec<&'static str> {
+        Perm::ALL.iter().filter(|p| self.can(**p)).map(|p| p.name()).collect()
+    }
+
+    /// Whether rights (a role within a scope, on channels) are all within this principal's
+    /// own: what it may grant to a user or a token.
+    pub fn covers(&self, role: Role, scope: Scope, channels: &Channels) -> bool {
+        Perm::ALL.iter().all(|p| !(role.allows(*p) && scope.allows(*p)) || self.can(*p)) && channels.is_subset(&self.channels)
     }
 
     pub fn sees(&self, channel: u32) -> bool {
@@ -97,14 +110,14 @@ impl AuthDb {
             return Ok(Err(Refusal::Expired));
         }
         let role = t.role.map_or(u.role, |r| r.min(u.role));
-        Ok(Ok(Principal { user: u.name, role, channels: u.channels.intersect(&t.channels), token: Some(t.id), csrf: None, ip: ip.into() }))
+        Ok(Ok(Principal { user: u.name, role, channels: u.channels.intersect(&t.channels), scope: t.scope, token: Some(t.id), csrf: None, ip: ip.into() }))
     }
 
     /// The principal of a session cookie.
     pub fn principal_for_session(&self, sid: &secret::SessionId, ip: &str, limits: SessionLimits) -> db::Result<Result<Principal, Refusal>> {
         match self.session(&secret::digest_hex(sid.expose()), limits.idle_s, limits.max_s)? {
             None => Ok(Err(Refusal::Unknown)),
-            Some((u, csrf)) => Ok(Ok(Principal { user: u.name, role: u.role, channels: u.channels, token: None, csrf: Some(csrf), ip: ip.into() })),
+            Some((u, csrf)) => Ok(Ok(Principal { user: u.name, role: u.role, channels: u.channels, scope: Scope::Full, token: None, csrf: Some(csrf), ip: ip.into() })),
         }
     }
 }

@@ -77,6 +77,45 @@ impl Role {
     }
 }
 
+/// What a token may do within its (possibly narrowed) role: everything the role allows, or
+/// only read the Prometheus metrics (`token create --scope metrics`), for a scraper whose
+/// token must open no footage, status or configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    #[default]
+    Full,
+    Metrics,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        match s {
+            "metrics" => Ok(Scope::Metrics),
+            _ => Err(format!("scope {s:?} is not known: the only scope is `metrics` (leave it out for the role's full rights)")),
+        }
+    }
+
+    /// The stored name; None for the full rights.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Scope::Full => None,
+            Scope::Metrics => Some("metrics"),
+        }
+    }
+
+    /// Whether a token of `role` with this scope would have any right at all.
+    pub fn usable_by(self, role: Role) -> bool {
+        Perm::ALL.iter().any(|p| self.allows(*p) && role.allows(*p))
+    }
+
+    pub fn allows(self, p: Perm) -> bool {
+        match self {
+            Scope::Full => true,
+            Scope::Metrics => p == Perm::Metrics,
+        }
+    }
+}
+
 /// A set of channels: every channel, or a list of inclusive ranges written `1-25,40`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Channels {
@@ -113,6 +152,24 @@ impl Channels {
             Channels::All => true,
             Channels::Ranges(v) => v.iter().any(|&(a, b)| (a..=b).contains(&ch)),
         }
+    }
+
+    /// Whether every channel of this set is in `of`.
+    pub fn is_subset(&self, of: &Channels) -> bool {
+        let (Channels::Ranges(mine), Channels::Ranges(theirs)) = (self, of) else {
+            return matches!(of, Channels::All);
+        };
+        mine.iter().all(|&(a, b)| {
+            // Walk from a to b through `theirs` (sorted), each step a range holding `next`.
+            let mut next = u64::from(a);
+            while next <= u64::from(b) {
+                match theirs.iter().find(|&&(c, d)| u64::from(c) <= next && next <= u64::from(d)) {
+                    Some(&(_, d)) => next = u64::from(d) + 1,
+                    None => return false,
+                }
+            }
+            true
+        })
     }
 
     /// The channels in both sets.
@@ -165,6 +222,27 @@ mod tests {
         let i = c.intersect(&Channels::parse("3-10").unwrap());
         assert_eq!(i.to_string(), "3-4,7");
         assert_eq!(Channels::All.intersect(&c), c);
+    }
+
+    #[test]
+    fn channel_subsets() {
+        let p = |s: &str| Channels::parse(s).unwrap();
+        assert!(p("1-4").is_subset(&p("1-2,3-4")));
+        assert!(p("2,7").is_subset(&p("1-4,7")));
+        assert!(p("1-4").is_subset(&Channels::All));
+        assert!(!Channels::All.is_subset(&p("1-4")));
+        assert!(Channels::All.is_subset(&Channels::All));
+        assert!(!p("1-5").is_subset(&p("1-4")));
+        assert!(!p("1-4").is_subset(&p("1-2,4")));
+        assert!(!p("8").is_subset(&p("1-4,7")));
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(Scope::parse("metrics"), Ok(Scope::Metrics));
+        assert!(Scope::parse("live").unwrap_err().contains("live"));
+        assert!(Scope::Metrics.allows(Perm::Metrics) && !Scope::Metrics.allows(Perm::Live));
+        assert!(Perm::ALL.iter().all(|p| Scope::Full.allows(*p)));
     }
 
     #[test]

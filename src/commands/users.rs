@@ -8,7 +8,7 @@ use serde_json::json;
 use super::CmdResult;
 use crate::auth::secret::Password;
 use crate::auth::manage::{check_name, expires_at, token_state};
-use crate::auth::{audit, db, password, AuthDb, Channels, Role};
+use crate::auth::{audit, db, password, AuthDb, Channels, Role, Scope};
 use crate::cli::{ConfigArg, TokenCmd, UserCmd};
 use crate::config::Config;
 
@@ -89,25 +89,28 @@ pub async fn token(cmd: TokenCmd) -> CmdResult {
 
 fn token_blocking(cmd: TokenCmd) -> CmdResult {
     match cmd {
-        TokenCmd::Create { config, user, expires, channels, role } => {
+        TokenCmd::Create { config, user, expires, channels, role, scope } => {
             let channels = Channels::parse(&channels)?;
             let role = role.as_deref().map(Role::parse).transpose()?;
+            let scope = scope.as_deref().map(Scope::parse).transpose().map_err(|e| format!("--scope: {e}"))?.unwrap_or_default();
             let expires = expires.as_deref().map(expires_at).transpose().map_err(|e| format!("--expires: {e}"))?;
             let (_, db) = open(&config)?;
-            let (id, token) = db.issue_token(&user, role, &channels, expires)?;
-            db.audit(local("token_create", json!({ "id": id, "user": user, "channels": channels.to_string(), "role": role.map(Role::name), "expires": expires.map(time_s) })))?;
+            let (id, token) = db.issue_token(&user, role, scope, &channels, expires)?;
+            let detail = json!({ "id": id, "user": user, "channels": channels.to_string(), "role": role.map(Role::name), "scope": scope.name(), "expires": expires.map(time_s) });
+            db.audit(local("token_create", detail))?;
             eprintln!("token {id} for {user:?} (shown once; send it as `Authorization: Bearer TOKEN`):");
             println!("{token}");
         }
         TokenCmd::List { config } => {
             let (_, db) = open(&config)?;
-            println!("{:<5} {:<20} {:<9} {:<12} {:<22} {:<22} state", "id", "user", "role", "channels", "created", "expires");
+            println!("{:<5} {:<20} {:<9} {:<8} {:<12} {:<22} {:<22} state", "id", "user", "role", "scope", "channels", "created", "expires");
             let now = db::now_s();
             for t in db.tokens()? {
                 let state = token_state(&t, now);
                 let role = t.role.map_or("(user's)", Role::name);
                 let expires = t.expires.map_or("never".to_owned(), time_s);
-                println!("{:<5} {:<20} {:<9} {:<12} {:<22} {:<22} {state}", t.id, t.user, role, t.channels.to_string(), time_s(t.created), expires);
+                let scope = t.scope.name().unwrap_or("full");
+                println!("{:<5} {:<20} {:<9} {:<8} {:<12} {:<22} {:<22} {state}", t.id, t.user, role, scope, t.channels.to_string(), time_s(t.created), expires);
             }
         }
         TokenCmd::Revoke { config, id } => {

@@ -37,7 +37,8 @@ const PROBE_EVENT_EVERY: Duration = Duration::from_secs(60);
 pub struct MainStatus {
     pub name: String,
     pub state: StateName,
-    pub probe: String,
+    /// The probe target; None where the API hides it (no `config` permission).
+    pub probe: Option<String>,
     pub last_ok: Option<String>,
     pub last_error: Option<String>,
     pub failed_at: Option<String>,
@@ -200,7 +201,7 @@ impl Failover {
             .map(|(i, m)| MainStatus {
                 name: m.cfg.name.clone(),
                 state: m.health.name(),
-                probe: probe_label(&m.cfg.probe),
+                probe: Some(probe_label(&m.cfg.probe)),
                 last_ok: m.last_ok.map(fmt_time),
                 last_error: m.last_error.clone(),
                 failed_at: m.health.failed_at().map(fmt_time),
