@@ -156,7 +156,10 @@ impl Standbys {
     /// a hot one's buffer and queue. A session that is broken right now (backoff, error) is
     /// stopped and only its buffer is handed over. None when the main has no standby there.
     pub fn take(&self, main: &str, channel: u32) -> Option<Handoff> {
-        let e = lock(&self.entries).remove(&(main.to_owned(), channel))?;
+        let key = (main.to_owned(), channel);
+        let e = lock(&self.entries).remove(&key)?;
+        // The session it gets back after the takeover starts anew: announced again when short.
+        lock(&self.short).remove(&key);
         let (rx, held) = {
             let mut b = lock(&e.buffered);
             let Buffered { rx, buf, .. } = &mut *b;
@@ -226,8 +229,8 @@ impl Standbys {
         };
         let now: BTreeSet<(String, u32)> = views.iter().filter(|v| v.prebuffer_short).map(|v| (v.main.clone(), v.channel)).collect();
         let mut before = lock(&self.short);
-        // Per main, the channels that became short and those that hold their span again. A
-        // session gone since (handed to a takeover) is simply forgotten: a new one starts anew.
+        // Per main, the channels that became short and those that hold their span again (a
+        // session handed to a takeover was forgotten by `take`: its successor starts anew).
         let mut became: BTreeMap<&str, Vec<&StandbyView>> = BTreeMap::new();
         let mut restored: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for v in &views {
