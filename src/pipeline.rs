@@ -42,16 +42,18 @@ impl RecordingChannel {
     /// Starts ingest and the writer thread for `cam`. Must be called inside a tokio runtime.
     /// `takeover`: the camera is a main's (its footage is protected from retention longer).
     pub fn start(store: &Store, cam: &config::Camera, server: &config::Server, takeover: bool, shutdown: CancellationToken) -> Result<Self, StationError> {
-        Self::start_with(store, cam, server, takeover, shutdown, None)
+        Self::start_with(store, cam, server, takeover, shutdown, || None)
     }
 
     /// As `start`, or, given a standby session (`handoff`), records that session instead of
     /// opening one: its held frames first, then its queue, then what it receives next.
-    pub fn start_with(store: &Store, cam: &config::Camera, server: &config::Server, takeover: bool, shutdown: CancellationToken, handoff: Option<Handoff>) -> Result<Self, StationError> {
+    /// `handoff` is called once the channel's writer is made, so a channel that cannot be
+    /// opened leaves the standby session alone.
+    pub fn start_with(store: &Store, cam: &config::Camera, server: &config::Server, takeover: bool, shutdown: CancellationToken, handoff: impl FnOnce() -> Option<Handoff>) -> Result<Self, StationError> {
         let mut writer = store.channel_writer(cam.channel, EXPECTED_BITRATE_BPS)?;
         writer.set_takeover(takeover);
         let durable = writer.stats();
-        let (ingest, rx, held, span) = match handoff {
+        let (ingest, rx, held, span) = match handoff() {
             Some(Handoff { session: Some((ingest, rx)), held, span }) => (ingest, rx, held, span),
             other => {
                 let (held, span) = match other {
@@ -70,13 +72,20 @@ impl RecordingChannel {
         let thread_span = span.clone();
         let writer_heartbeat = Arc::new(Heartbeat::default());
         let beat = writer_heartbeat.clone();
-        let writer = std::thread::Builder::new()
-            .name(format!("ch{channel:03}-writer"))
-            .spawn({
-                let store = store.clone();
-                move || thread_span.in_scope(|| writer_loop(held, rx, writer, &store, channel, &thread_camera, &beat))
-            })
-            .map_err(|source| StationError::Thread { channel, source })?;
+        let held_frames = held.iter().filter(|i| matches!(i, IngestItem::Frame(_))).count();
+        let spawned = std::thread::Builder::new().name(format!("ch{channel:03}-writer")).spawn({
+            let store = store.clone();
+            move || thread_span.in_scope(|| writer_loop(held, rx, writer, &store, channel, &thread_camera, &beat))
+        });
+        let writer = match spawned {
+            Ok(w) => w,
+            Err(source) => {
+                // The session (a standby's or a fresh one) must not linger unrecorded: stop it.
+                span.in_scope(|| warn!(error = %source, held_frames, "cannot start the writer thread: session stopped, its held footage lost"));
+                tokio::spawn(ingest.stop().instrument(span));
+                return Err(StationError::Thread { channel, source });
+            }
+        };
         span.in_scope(|| info!(url = %cam.url, "channel started"));
         Ok(RecordingChannel { channel, camera, source_channel: cam.source_channel, owner: cam.owner.clone(), writer_heartbeat, ingest, writer, durable, span })
     }
@@ -153,12 +162,74 @@ fn same_key(k: &ParamsKey, v: &Arc<VideoParams>, a: &Option<Arc<AudioParams>>) -
 /// durability; the queue holds ~10 s, so it cannot fill in 100 ms.
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How far past the newest held frame the channel's last recorded end may lie for the held
+/// footage to be cut at it. Further than that the clock stepped back: cutting would hold back the
+/// live stream too, so nothing is cut (and the log says why).
+const CUT_REACH_90K: i64 = 5 * 90_000;
+
+/// Where the footage a standby held (`held`) must start on `channel`: the end of what the
+/// channel already holds, when that lies after the first held frame. A waiting main's buffer
+/// reaches `prebuffer` back, into time another main's takeover recorded on these channels; an
+/// overlapping segment would not play (export skips a segment that overlaps the one before).
+fn held_cut(held: &[IngestItem], store: &Store, channel: u32) -> Option<i64> {
+    let mut times = held.iter().filter_map(|i| match i {
+        IngestItem::Frame(f) => Some(f.time_90k),
+        _ => None,
+    });
+    let first = times.next()?;
+    let last = times.last().unwrap_or(first);
+    let end = match store.recordings(channel, Some(first), None) {
+        Ok(rows) => rows.iter().map(|r| r.end_90k).max()?,
+        Err(e) => {
+            warn!(error = %e, "cannot read the channel's last recorded end: held footage written as it is");
+            return None;
+        }
+    };
+    if end <= first {
+        return None;
+    }
+    if end > last + CUT_REACH_90K {
+        warn!(recorded_end_90k = end, newest_held_90k = last, "the channel holds footage later than the standby's newest frame (clock stepped back?): held footage written as it is");
+        return None;
+    }
+    Some(end)
+}
+
+/// Drops what comes before `not_before` on a channel: frames and audio until a key frame at or
+/// after that instant, so the run starts with a whole GOP where the channel's footage ended.
+struct Cut {
+    not_before: Option<i64>,
+    dropped_frames: u64,
+}
+
+impl Cut {
+    /// Whether `item` is to be written.
+    fn keeps(&mut self, item: &IngestItem) -> bool {
+        let Some(t) = self.not_before else { return true };
+        match item {
+            IngestItem::Frame(f) if f.key && f.time_90k >= t => {
+                self.not_before = None;
+                info!(dropped_frames = self.dropped_frames, from_90k = f.time_90k, "held footage cut at the channel's last recorded end");
+                true
+            }
+            IngestItem::Frame(_) => {
+                self.dropped_frames += 1;
+                false
+            }
+            IngestItem::Audio(_) => false,
+            IngestItem::SessionEnded | IngestItem::Reanchored { .. } => true,
+        }
+    }
+}
+
 /// The writer thread: writes the `held` items (a hot standby's prebuffer), then pops frames and
-/// writes them until the queue closes.
+/// writes them until the queue closes. Held footage reaching back into time the channel already
+/// holds (another main's takeover on shared channels) is cut at a key frame after that.
 fn writer_loop(held: Vec<IngestItem>, mut rx: mpsc::Receiver<IngestItem>, mut writer: ChannelWriter, store: &Store, channel: u32, camera: &str, heartbeat: &Heartbeat) {
     use tokio::sync::mpsc::error::TryRecvError;
     // The recorder hands the same `Arc`s until parameters change; map them once.
     let mut params: Option<(ParamsKey, Arc<TrackParams>)> = None;
+    let mut cut = Cut { not_before: held_cut(&held, store, channel), dropped_frames: 0 };
     let mut held = held.into_iter();
     loop {
         heartbeat.beat();
@@ -170,6 +241,9 @@ fn writer_loop(held: Vec<IngestItem>, mut rx: mpsc::Receiver<IngestItem>, mut wr
             }
             Err(TryRecvError::Disconnected) => break,
         };
+        if !cut.keeps(&item) {
+            continue;
+        }
         let result = match item {
             IngestItem::Frame(f) => {
                 let tp = match &params {
@@ -202,5 +276,36 @@ fn writer_loop(held: Vec<IngestItem>, mut rx: mpsc::Receiver<IngestItem>, mut wr
     }
     if let Err(e) = writer.close() {
         warn!(channel, camera, error = %e, "closing the channel's last segment failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use understudy_recorder::{Codec, Frame};
+
+    use super::*;
+
+    fn frame(time_90k: i64, key: bool) -> IngestItem {
+        let params = Arc::new(VideoParams {
+            codec: Codec::H264, rfc6381: "avc1.640028".into(), width: 16, height: 16, sample_entry: Bytes::new(), sps: None, frame_90k: None,
+        });
+        IngestItem::Frame(Frame { time_90k, key, data: Bytes::from_static(&[0]), params, loss: 0, cts_offset: 0, audio: None })
+    }
+
+    #[test]
+    fn the_cut_starts_at_the_first_key_frame_at_or_after_the_end() {
+        // Key frames at 0, 10, 20 (× 3600); the channel's footage ends at 10.5: GOPs 0 and 10
+        // start before it and go whole, the run starts at the key frame 20.
+        let items: Vec<IngestItem> = (0..30).map(|i| frame(i * 3600, i % 10 == 0)).collect();
+        let mut cut = Cut { not_before: Some(10 * 3600 + 1800), dropped_frames: 0 };
+        let kept: Vec<i64> = items.iter().filter(|i| cut.keeps(i)).map(|i| match i { IngestItem::Frame(f) => f.time_90k / 3600, _ => -1 }).collect();
+        assert_eq!(kept, (20..30).collect::<Vec<_>>());
+        assert_eq!(cut.dropped_frames, 20);
+        // A key frame exactly at the end is kept; nothing to cut keeps everything.
+        let mut at = Cut { not_before: Some(10 * 3600), dropped_frames: 0 };
+        assert_eq!(items.iter().filter(|i| at.keeps(i)).count(), 20);
+        let mut none = Cut { not_before: None, dropped_frames: 0 };
+        assert_eq!(items.iter().filter(|i| none.keeps(i)).count(), 30);
     }
 }

@@ -94,11 +94,14 @@ impl Station {
 
     /// Starts recording `cam` on its channel.
     pub fn start(&self, cam: &Camera) -> Result<Arc<DurableStats>, StationError> {
-        self.start_with(cam, None)
+        self.start_with(cam, || None)
     }
 
-    /// Starts recording `cam` on its channel, from its standby session when one is given.
-    pub fn start_with(&self, cam: &Camera, handoff: Option<Handoff>) -> Result<Arc<DurableStats>, StationError> {
+    /// Starts recording `cam` on its channel, from the standby session `handoff` gives, if any.
+    /// `handoff` is called only once the channel is free and its writer is made: when the
+    /// start fails before that, the standby session (and the footage it holds) stays where it
+    /// was.
+    pub fn start_with(&self, cam: &Camera, handoff: impl FnOnce() -> Option<Handoff>) -> Result<Arc<DurableStats>, StationError> {
         let mut chans = self.lock();
         if let Some(c) = chans.get(&cam.channel) {
             return Err(StationError::ChannelBusy { channel: cam.channel, camera: c.camera.clone() });

@@ -72,6 +72,10 @@ async fn one_to_one_takeover_and_return_to_standby() {
         let d = &e["detail"];
         let start = d["footage_start_ms"].as_i64().unwrap_or_else(|| panic!("no footage_start_ms: {e}"));
         let latency = d["latency_ms"].as_f64().unwrap() as i64;
+        // From the failure instant (the first failed probe) is longer than from its
+        // declaration (the last of `fail_after` failed probes).
+        let from_failure = d["latency_from_failure_ms"].as_f64().unwrap_or_else(|| panic!("no latency_from_failure_ms: {e}")) as i64;
+        assert!(from_failure >= latency + 200, "latency from the failure {from_failure} ms vs from its declaration {latency} ms: {e}");
         assert!(start > 0 && start <= latency + 3 * 200 + 1000, "footage start {start} ms vs latency {latency} ms: {e}");
         assert_eq!(d["gap_ms"].as_i64(), Some(start), "{e}");
     }

@@ -380,7 +380,9 @@ impl Failover {
         for cam in cams.iter().filter(|c| !already.contains(&c.channel)) {
             match self.start_camera(&name, cam) {
                 Ok(durable) => ok.push((cam.clone(), durable)),
-                Err(e) => self.events.emit("channel_error", Some(&name), Some(cam.channel), json!({ "camera": cam.label, "error": e.to_string() })),
+                Err(e) => self.events.emit("channel_error", Some(&name), Some(cam.channel), json!({
+                    "camera": cam.label, "error": e.to_string(), "standby_kept": self.standbys.has(&name, cam.channel),
+                })),
             }
         }
         self.events.emit("takeover_started", Some(&name), None, json!({
@@ -395,8 +397,10 @@ impl Failover {
             let takeover_latency = takeover_latency.clone();
             tokio::spawn(async move {
                 // Report each channel's first durable fragment with its latency since the
-                // failure was declared and where its footage starts relative to the failure
-                // instant; give up quietly after 10 minutes (the channel's own state already
+                // failure was declared (`failed_at`; for a main that waited, its declaration, not
+                // when the channels came free) and since the failure instant (`began`, when
+                // the first failed probe started), and where its footage starts relative to the
+                // failure instant; give up quietly after 10 minutes (the channel's own state already
                 // says it is not recording).
                 let deadline = Instant::now() + Duration::from_secs(600);
                 while Instant::now() < deadline {
@@ -408,9 +412,11 @@ impl Failover {
                             Some(if old == u64::MAX { ms } else { old.max(ms) })
                         });
                         let footage_start_ms = footage_start_ms(&durable, began);
+                        let from_failure = t.duration_since(began).unwrap_or_default();
                         events.emit("first_fragment", Some(&main), Some(cam.channel), json!({
                             "camera": cam.label, "source_channel": cam.source_channel,
                             "latency_ms": (latency.as_secs_f64() * 1e3).round(),
+                            "latency_from_failure_ms": (from_failure.as_secs_f64() * 1e3).round(),
                             "down_since": fmt_time(began),
                             "footage_start_ms": footage_start_ms,
                             "gap_ms": footage_start_ms.map(|ms| ms.max(0)),
@@ -476,9 +482,10 @@ impl Failover {
 
     /// Starts recording one of `main`'s cameras at takeover: from its standby session when it
     /// has one (hot: the held footage first; warm: PLAY now), otherwise by connecting afresh.
+    /// The standby session is taken only once the channel is open: when it cannot be, the
+    /// session stays a standby, its footage held (see `start_or_keep_standby`).
     fn start_camera(&self, main: &str, cam: &crate::config::Camera) -> Result<Arc<DurableStats>, crate::station::StationError> {
-        let handoff = self.standbys.take(main, cam.channel);
-        self.station.start_with(cam, handoff)
+        start_or_keep_standby(&self.station, &self.standbys, main, cam)
     }
 
     /// Every standby session's state (status and metrics).
@@ -504,6 +511,23 @@ impl Failover {
             self.try_take_over(i, failed_at);
         }
     }
+}
+
+/// Records `cam` (of `main`) on its channel from its standby session, if it has one. The
+/// session is handed over only once the channel is free and its writer made; when the start
+/// fails before that, the session keeps standing by with what it holds, and the log says so.
+pub(super) fn start_or_keep_standby(station: &Station, standbys: &Standbys, main: &str, cam: &crate::config::Camera) -> Result<Arc<DurableStats>, crate::station::StationError> {
+    let mut taken = false;
+    let r = station.start_with(cam, || {
+        taken = true;
+        standbys.take(main, cam.channel)
+    });
+    if let Err(e) = &r {
+        if !taken && standbys.has(main, cam.channel) {
+            warn!(main, channel = cam.channel, camera = %cam.label, error = %e, "takeover channel could not start: its standby session goes on holding its footage");
+        }
+    }
+    r
 }
 
 /// Where a channel's durable footage starts relative to the failure instant, in ms: negative

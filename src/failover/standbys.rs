@@ -9,9 +9,10 @@
 //!
 //! Sessions reconnect with the recorder's own backoff and never touch the main's health. One
 //! memory budget (`[server] prebuffer_memory`) is split across the hot cameras by bitrate once a
-//! second; a camera whose share is less than its `prebuffer` is shown short, with an event.
+//! second; a camera whose share is less than its `prebuffer` is shown short, with an event for
+//! each channel that becomes short (and one when it holds its whole `prebuffer` again).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ pub struct StandbyView {
     /// Its byte share of `prebuffer_memory`.
     pub prebuffer_limit_bytes: u64,
     pub reconnects: u64,
+    /// Frames the session has received (hot: what went through the prebuffer).
+    pub frames: u64,
     pub last_error: Option<String>,
 }
 
@@ -92,8 +95,9 @@ pub struct Standbys {
     events: EventSink,
     shutdown: CancellationToken,
     entries: Mutex<BTreeMap<(String, u32), Entry>>,
-    /// Mains with short buffers at the last budget round (an event when one becomes short).
-    short_mains: Mutex<Vec<String>>,
+    /// (main, channel) of the buffers that were short at the last budget round: an event for
+    /// each channel that becomes short, and for each that is no longer.
+    short: Mutex<BTreeSet<(String, u32)>>,
 }
 
 impl Standbys {
@@ -105,7 +109,7 @@ impl Standbys {
             events,
             shutdown: shutdown.clone(),
             entries: Mutex::default(),
-            short_mains: Mutex::default(),
+            short: Mutex::default(),
         });
         tokio::spawn(budget_loop(Arc::downgrade(&s), shutdown));
         s
@@ -152,7 +156,10 @@ impl Standbys {
     /// a hot one's buffer and queue. A session that is broken right now (backoff, error) is
     /// stopped and only its buffer is handed over. None when the main has no standby there.
     pub fn take(&self, main: &str, channel: u32) -> Option<Handoff> {
-        let e = lock(&self.entries).remove(&(main.to_owned(), channel))?;
+        let key = (main.to_owned(), channel);
+        let e = lock(&self.entries).remove(&key)?;
+        // The session it gets back after the takeover starts anew: announced again when short.
+        lock(&self.short).remove(&key);
         let (rx, held) = {
             let mut b = lock(&e.buffered);
             let Buffered { rx, buf, .. } = &mut *b;
@@ -183,17 +190,9 @@ impl Standbys {
         Some(Handoff { session, held, span: e.span })
     }
 
-    /// Stops `main`'s standby sessions (e.g. the config changed); they TEARDOWN in the background.
-    pub fn stop_main(&self, main: &str) {
-        let gone: Vec<Entry> = {
-            let mut entries = lock(&self.entries);
-            let keys: Vec<_> = entries.keys().filter(|k| k.0 == main).cloned().collect();
-            keys.iter().filter_map(|k| entries.remove(k)).collect()
-        };
-        for e in gone {
-            lock(&e.buffered).rx = None;
-            tokio::spawn(e.ingest.stop());
-        }
+    /// Whether `main` has a standby session for `channel`.
+    pub fn has(&self, main: &str, channel: u32) -> bool {
+        lock(&self.entries).contains_key(&(main.to_owned(), channel))
     }
 
     /// Every standby session's state.
@@ -201,15 +200,21 @@ impl Standbys {
         lock(&self.entries).iter().map(|((main, ch), e)| view(main, *ch, e)).collect()
     }
 
-    /// Splits the budget across hot sessions by bitrate; says which mains became short.
+    /// Splits the budget across hot sessions by their measured bitrate; says which channels
+    /// became short, and which are no longer.
     fn rebalance(&self) {
+        self.rebalance_by(|e| e.ingest.stats.snapshot().bitrate_bps);
+    }
+
+    /// `rebalance` with each session's bitrate read by `bitrate_of` (0: not measured yet).
+    fn rebalance_by(&self, bitrate_of: impl Fn(&Entry) -> u64) {
         let views = {
             let entries = lock(&self.entries);
             let hot: Vec<(&(String, u32), &Entry, u64)> = entries
                 .iter()
                 .filter(|(_, e)| e.mode == StandbyMode::Hot)
                 .map(|(k, e)| {
-                    let bps = e.ingest.stats.snapshot().bitrate_bps;
+                    let bps = bitrate_of(e);
                     (k, e, if bps == 0 { ASSUMED_BPS } else { bps })
                 })
                 .collect();
@@ -222,21 +227,37 @@ impl Standbys {
             }
             hot.iter().map(|(k, e, _)| view(&k.0, k.1, e)).collect::<Vec<_>>()
         };
-        let mut short: Vec<String> = views.iter().filter(|v| v.prebuffer_short).map(|v| v.main.clone()).collect();
-        short.dedup();
-        let mut before = lock(&self.short_mains);
-        for m in short.iter().filter(|m| !before.contains(m)) {
-            let chans: Vec<&StandbyView> = views.iter().filter(|v| &v.main == m && v.prebuffer_short).collect();
+        let now: BTreeSet<(String, u32)> = views.iter().filter(|v| v.prebuffer_short).map(|v| (v.main.clone(), v.channel)).collect();
+        let mut before = lock(&self.short);
+        // Per main, the channels that became short and those that hold their span again (a
+        // session handed to a takeover was forgotten by `take`: its successor starts anew).
+        let mut became: BTreeMap<&str, Vec<&StandbyView>> = BTreeMap::new();
+        let mut restored: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for v in &views {
+            let key = (v.main.clone(), v.channel);
+            match (v.prebuffer_short, before.contains(&key)) {
+                (true, false) => became.entry(&v.main).or_default().push(v),
+                (false, true) => restored.entry(&v.main).or_default().push(v.channel),
+                _ => {}
+            }
+        }
+        for (m, chans) in &became {
             let least = chans.iter().map(|v| v.prebuffer_seconds).fold(f64::INFINITY, f64::min);
-            warn!(main = %m, channels = chans.len(), held_s = least, budget = self.budget, "prebuffer_memory too small: standby buffers shortened");
+            let all_short = now.iter().filter(|k| k.0 == *m).count();
+            warn!(main = %m, channels = chans.len(), short_channels = all_short, held_s = least, budget = self.budget, "prebuffer_memory too small: standby buffers shortened");
             self.events.emit("prebuffer_short", Some(m), None, json!({
                 "channels": chans.iter().map(|v| v.channel).collect::<Vec<_>>(),
+                "short_channels": all_short,
                 "prebuffer_memory": self.budget,
                 "least_seconds": (least * 10.0).round() / 10.0,
                 "reason": "server.prebuffer_memory split by bitrate holds less than the main's prebuffer",
             }));
         }
-        *before = short;
+        for (m, chans) in &restored {
+            info!(main = %m, channels = chans.len(), "standby buffers hold their whole prebuffer again");
+            self.events.emit("prebuffer_restored", Some(m), None, json!({ "channels": chans, "prebuffer_memory": self.budget }));
+        }
+        *before = now;
     }
 }
 
@@ -261,6 +282,7 @@ fn view(main: &str, channel: u32, e: &Entry) -> StandbyView {
         prebuffer_short: b.buf.is_short(),
         prebuffer_limit_bytes: b.limit as u64,
         reconnects: snap.reconnects,
+        frames: snap.frames,
         last_error: snap.last_error,
     }
 }
@@ -291,5 +313,148 @@ async fn budget_loop(standbys: std::sync::Weak<Standbys>, shutdown: Cancellation
         }
         let Some(s) = standbys.upgrade() else { return };
         s.rebalance();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use understudy_recorder::{Codec, Frame, VideoParams};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::station::Station;
+
+    /// A station on a temporary store and a `Standbys` without its budget task (the test runs
+    /// the rounds), for main `nvr-a` with two hot cameras on channels 1 and 2 whose URLs refuse
+    /// connections (the sessions sit in backoff; the test feeds their buffers itself).
+    async fn setup(budget: u64) -> (tempfile::TempDir, Arc<Station>, Standbys, Main, CancellationToken) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nname = \"t\"\nchannels = 2\nstate_dir = {:?}\nlisten = \"127.0.0.1:0\"\nprebuffer_memory = {budget}\n\n[[volume]]\npath = {:?}\n\n\
+             [[main]]\nname = \"nvr-a\"\nprobe = \"tcp://127.0.0.1:9\"\nstandby = \"hot\"\nprebuffer = \"10s\"\n\n\
+             [[main.camera]]\nchannel = 1\nurl = \"rtsp://127.0.0.1:9/1\"\n\n[[main.camera]]\nchannel = 2\nurl = \"rtsp://127.0.0.1:9/2\"\n",
+            dir.path().join("state").display().to_string(),
+            dir.path().join("disk").display().to_string(),
+        );
+        let cfg = Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        let shutdown = CancellationToken::new();
+        let station = Station::open(cfg, shutdown.clone()).await.unwrap();
+        let server = station.cfg.server.clone();
+        let main = station.cfg.mains[0].clone();
+        let events = EventSink::new(station.store.clone(), "t".into(), &[]);
+        let s = Standbys { budget: server.prebuffer_memory, server, events, shutdown: shutdown.clone(), entries: Mutex::default(), short: Mutex::default() };
+        s.start_main(&main, &[]);
+        (dir, station, s, main, shutdown)
+    }
+
+    /// `secs` of 25 fps frames at `bps`, a key frame every second, starting at `from_s`.
+    fn feed(s: &Standbys, channel: u32, bps: u64, from_s: i64, secs: i64) {
+        let params = Arc::new(VideoParams {
+            codec: Codec::H264, rfc6381: "avc1.640028".into(), width: 16, height: 16, sample_entry: Bytes::new(), sps: None, frame_90k: None,
+        });
+        let entries = lock(&s.entries);
+        let e = entries.get(&("nvr-a".to_owned(), channel)).unwrap();
+        let mut b = lock(&e.buffered);
+        let size = usize::try_from(bps / 8 / 25).unwrap();
+        for i in from_s * 25..(from_s + secs) * 25 {
+            b.buf.push(IngestItem::Frame(Frame {
+                time_90k: i * 3600, key: i % 25 == 0, data: Bytes::from(vec![0u8; size]), params: params.clone(), loss: 0, cts_offset: 0, audio: None,
+            }));
+        }
+    }
+
+    fn view_of(s: &Standbys, channel: u32) -> StandbyView {
+        s.status().into_iter().find(|v| v.channel == channel).unwrap()
+    }
+
+    /// Channel 1 at 1 Mbit/s, channel 2 at 3 Mbit/s.
+    fn by_channel(e: &Entry) -> u64 {
+        if e.ingest.stats.snapshot().channel == 1 { 1_000_000 } else { 3_000_000 }
+    }
+
+    fn short_events(station: &Station) -> Vec<(String, Vec<u64>)> {
+        station
+            .store
+            .events_since(0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind.starts_with("prebuffer_"))
+            .map(|e| (e.kind, e.detail["channels"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_budget_is_split_by_bitrate() {
+        // 5 s of both cameras: 625 kB + 1,875 kB. Split by bitrate, each holds about 5 s of
+        // its 10 s; split evenly, the 1 Mbit/s camera would hold all 10 s and the other 3.3 s.
+        let budget = 2_500_000;
+        let (_dir, station, s, _main, shutdown) = setup(budget).await;
+        // Before any round, an equal share each.
+        assert_eq!(view_of(&s, 1).prebuffer_limit_bytes, budget / 2);
+        s.rebalance_by(by_channel);
+        let (v1, v2) = (view_of(&s, 1), view_of(&s, 2));
+        assert_eq!((v1.prebuffer_limit_bytes, v2.prebuffer_limit_bytes), (625_000, 1_875_000));
+        feed(&s, 1, 1_000_000, 0, 10);
+        feed(&s, 2, 3_000_000, 0, 10);
+        s.rebalance_by(by_channel);
+        for ch in [1, 2] {
+            let v = view_of(&s, ch);
+            assert!(v.prebuffer_short && v.prebuffer_bytes <= v.prebuffer_limit_bytes, "{v:?}");
+            assert!((3.5..=5.0).contains(&v.prebuffer_seconds), "channel {ch} holds {} s: {v:?}", v.prebuffer_seconds);
+        }
+        // A camera that has not measured its bitrate counts as ASSUMED_BPS (4 Mbit/s).
+        s.rebalance_by(|e| if e.ingest.stats.snapshot().channel == 1 { 0 } else { 12_000_000 });
+        assert_eq!((view_of(&s, 1).prebuffer_limit_bytes, view_of(&s, 2).prebuffer_limit_bytes), (625_000, 1_875_000));
+        shutdown.cancel();
+        station.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_channel_that_becomes_short_is_announced() {
+        let (_dir, station, s, _main, shutdown) = setup(2_500_000).await;
+        s.rebalance_by(by_channel);
+        assert!(short_events(&station).is_empty());
+        // Only channel 2 is full enough to be short.
+        feed(&s, 2, 3_000_000, 0, 10);
+        s.rebalance_by(by_channel);
+        assert_eq!(short_events(&station), vec![("prebuffer_short".to_owned(), vec![2])]);
+        // Nothing new: no new event.
+        s.rebalance_by(by_channel);
+        assert_eq!(short_events(&station).len(), 1);
+        // Channel 1 becomes short in a later round: announced on its own.
+        feed(&s, 1, 1_000_000, 0, 10);
+        s.rebalance_by(by_channel);
+        assert_eq!(short_events(&station)[1..], [("prebuffer_short".to_owned(), vec![1])]);
+        // Channel 1 gets nearly all the budget and fills its 10 s again: restored.
+        let ch1_heavy = |e: &Entry| if e.ingest.stats.snapshot().channel == 1 { 100_000_000 } else { 1 };
+        s.rebalance_by(ch1_heavy);
+        feed(&s, 1, 1_000_000, 10, 11);
+        assert!(!view_of(&s, 1).prebuffer_short, "{:?}", view_of(&s, 1));
+        s.rebalance_by(ch1_heavy);
+        assert_eq!(short_events(&station)[2..], [("prebuffer_restored".to_owned(), vec![1])]);
+        shutdown.cancel();
+        station.close().await.unwrap();
+    }
+
+    /// A takeover channel that cannot be opened leaves the standby session where it was, its
+    /// footage held; one that opens takes it.
+    #[tokio::test]
+    async fn a_channel_that_cannot_start_keeps_its_standby() {
+        let (_dir, station, s, main, shutdown) = setup(2_500_000).await;
+        feed(&s, 1, 1_000_000, 0, 3);
+        // Channel 1 is busy (something already records it).
+        station.start(&main.cameras[0]).unwrap();
+        let r = crate::failover::controller::start_or_keep_standby(&station, &s, "nvr-a", &main.cameras[0]);
+        assert!(matches!(r, Err(crate::station::StationError::ChannelBusy { channel: 1, .. })), "{:?}", r.err());
+        assert!(s.has("nvr-a", 1), "the standby session was taken and lost");
+        assert!(view_of(&s, 1).prebuffer_seconds >= 2.0, "{:?}", view_of(&s, 1));
+        // Channel 2 is free: its session is handed over.
+        assert!(crate::failover::controller::start_or_keep_standby(&station, &s, "nvr-a", &main.cameras[1]).is_ok());
+        assert!(!s.has("nvr-a", 2));
+        shutdown.cancel();
+        station.close().await.unwrap();
     }
 }

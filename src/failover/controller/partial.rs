@@ -200,7 +200,9 @@ impl Failover {
                     Ok(_) => started.push(cam.channel),
                     Err(e) => {
                         self.lock().owners.remove(&cam.channel);
-                        self.events.emit("channel_error", Some(&name), Some(cam.channel), json!({ "camera": cam.label, "error": e.to_string() }));
+                        self.events.emit("channel_error", Some(&name), Some(cam.channel), json!({
+                            "camera": cam.label, "error": e.to_string(), "standby_kept": self.standbys.has(&name, cam.channel),
+                        }));
                     }
                 }
             }
