@@ -32,6 +32,24 @@ impl Command {
             Command::Camsim(_) | Command::Demo(_) | Command::Verify(_) => None,
         }
     }
+
+    /// True for the commands that only read local files and print: they may die of SIGPIPE
+    /// like any Unix tool. False for those with network sockets (servers, cameras, HTTP
+    /// requests), where SIGPIPE stays ignored. No wildcard: a new command must choose.
+    pub fn prints_only(&self) -> bool {
+        match self {
+            Command::Recordings(_)
+            | Command::Export(_)
+            | Command::Verify(_)
+            | Command::Reindex(_)
+            | Command::Check(_)
+            | Command::User(_)
+            | Command::Token(_)
+            | Command::Audit(_)
+            | Command::Tls(_) => true,
+            Command::Run(_) | Command::Camsim(_) | Command::Demo(_) | Command::Drill(_) | Command::Import(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,14 +80,18 @@ pub enum Command {
     Drill(DrillArgs),
     /// Manage the users of the HTTP API.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  printf '%s\\n' \"$PW\" | understudy user add -c site.toml alice --role operator --channels 1-4 --password-stdin\n  understudy user list -c site.toml\n  printf '%s\\n' \"$NEW_PW\" | understudy user passwd -c site.toml alice --password-stdin\n  understudy user del -c site.toml alice\n\nSee `understudy user <command> --help` for each command's examples.")]
     User(UserCmd),
     /// Manage API bearer tokens.
-    #[command(subcommand, after_help = "Examples:\n  understudy token create -c site.toml --user alice --expires 30d --channels 1-4\n  understudy token create -c site.toml --user prometheus --scope metrics\n  understudy token list -c site.toml\n  understudy token revoke -c site.toml 3")]
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  understudy token create -c site.toml --user alice --expires 30d --channels 1-4\n  understudy token create -c site.toml --user prometheus --scope metrics\n  understudy token list -c site.toml\n  understudy token revoke -c site.toml 3\n\nSee `understudy token <command> --help` for each command's examples.")]
     Token(TokenCmd),
     /// List the audit trail and verify its hash chain.
+    #[command(after_help = "Examples:\n  understudy audit -c site.toml --since now-24h\n  understudy audit -c site.toml --verify\n  understudy audit -c site.toml --since 2026-11-24T00:00:00Z --json | jq -c 'select(.action == \"login\")'")]
     Audit(AuditArgs),
     /// TLS of the HTTP API.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  understudy tls fingerprint -c site.toml")]
     Tls(TlsCmd),
     /// Run a self-contained demonstration on a temporary directory: simulated cameras, recording, export.
     #[command(after_help = "Examples:\n  understudy demo\n  understudy demo --cameras 8 --seconds 10 --dir /tmp/understudy-demo")]
@@ -223,6 +245,7 @@ pub struct ImportArgs {
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
     /// Add a user; the password is read from stdin (one line).
+    #[command(after_help = "Examples:\n  printf '%s\\n' \"$PW\" | understudy user add -c site.toml alice --role operator --channels 1-4 --password-stdin\n  understudy user add -c site.toml admin --role admin --password-stdin < /run/secrets/admin-pw")]
     Add {
         #[command(flatten)]
         config: ConfigArg,
@@ -238,6 +261,7 @@ pub enum UserCmd {
         password_stdin: bool,
     },
     /// Change a user's password (read from stdin); ends every session of the user.
+    #[command(after_help = "Examples:\n  printf '%s\\n' \"$NEW_PW\" | understudy user passwd -c site.toml alice --password-stdin")]
     Passwd {
         #[command(flatten)]
         config: ConfigArg,
@@ -246,12 +270,14 @@ pub enum UserCmd {
         password_stdin: bool,
     },
     /// Delete a user with their sessions and tokens.
+    #[command(after_help = "Examples:\n  understudy user del -c site.toml alice")]
     Del {
         #[command(flatten)]
         config: ConfigArg,
         name: String,
     },
     /// List the users.
+    #[command(after_help = "Examples:\n  understudy user list -c site.toml")]
     List {
         #[command(flatten)]
         config: ConfigArg,
@@ -261,7 +287,7 @@ pub enum UserCmd {
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
     /// Create a bearer token for a user and print it (once: only its hash is kept).
-    #[command(after_help = "Examples:\n  understudy token create -c site.toml --user alice --expires 30d --channels 1-4\n  understudy token create -c site.toml --user prometheus --scope metrics   # GET /metrics only, for Prometheus")]
+    #[command(after_help = "Examples:\n  understudy token create -c site.toml --user alice --expires 30d --channels 1-4\n  understudy token create -c site.toml --user alice --expires 12h --role viewer > alice.token\n  understudy token create -c site.toml --user prometheus --scope metrics   # GET /metrics only, for Prometheus")]
     Create {
         #[command(flatten)]
         config: ConfigArg,
@@ -283,11 +309,13 @@ pub enum TokenCmd {
         scope: Option<String>,
     },
     /// List the tokens (ids, users, limits; never the tokens themselves).
+    #[command(after_help = "Examples:\n  understudy token list -c site.toml")]
     List {
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Revoke a token by id (see `token list`).
+    #[command(after_help = "Examples:\n  understudy token revoke -c site.toml 7")]
     Revoke {
         #[command(flatten)]
         config: ConfigArg,
@@ -313,5 +341,6 @@ pub struct AuditArgs {
 #[derive(Debug, Subcommand)]
 pub enum TlsCmd {
     /// Print the SHA-256 fingerprint of the API's certificate (generating it if needed).
+    #[command(after_help = "Examples:\n  understudy tls fingerprint -c /etc/understudy/understudy.toml\n\nGive the fingerprint to the other box's `understudy import … --fingerprint`.")]
     Fingerprint(ConfigArg),
 }

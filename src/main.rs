@@ -6,10 +6,12 @@ use understudy::{commands, logging};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run(_) | Command::Camsim(_)) {
-        // Commands that print (`recordings … | head -1`) end quietly when the reader goes away,
-        // as Unix tools do (status 141), instead of panicking on a failed print. The servers
-        // keep SIGPIPE ignored: a peer closing a socket must never kill them.
+    if cli.command.prints_only() {
+        // Commands that only read local files and print (`recordings … | head -1`) end quietly
+        // when the reader goes away, as Unix tools do (status 141), instead of panicking on a
+        // failed print. The others serve or open sockets (run, camsim, demo, drill, import) and
+        // keep SIGPIPE ignored: a peer closing a socket must never kill them; their prints
+        // (`outln!`) drop what a closed stdout can't take.
         // SAFETY: called before any thread is started; restores the default disposition.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }

@@ -98,6 +98,11 @@ impl RecordingChannel {
         &self.durable
     }
 
+    /// The `channel` span (channel, main, camera): lines about this channel are logged in it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     /// Stops ingest (TEARDOWN), then waits for the writer to flush and close its segment.
     pub async fn stop(self) {
         let RecordingChannel { ingest, writer, span, .. } = self;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Span};
 use understudy_recorder::ChannelSnapshot;
 use understudy_storage::{DurableStats, Store};
 
@@ -62,16 +62,21 @@ impl Station {
 
     /// Every recording channel with its ingest stats, durable stats and truthful state.
     pub fn health(&self) -> Vec<(ChannelSnapshot, Arc<DurableStats>, ChannelHealth)> {
+        self.assess().into_iter().map(|(s, d, h, _)| (s, d, h)).collect()
+    }
+
+    /// `health`, with each channel's span (channel, main, camera) to log about it in.
+    fn assess(&self) -> Vec<(ChannelSnapshot, Arc<DurableStats>, ChannelHealth, Span)> {
         let stall_after = chanstate::stall_after(self.cfg.server.fragment_duration, self.cfg.server.sync_interval);
-        let snaps = self.snapshots();
+        let snaps = self.snapshots_in_spans();
         let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
-        watches.retain(|ch, _| snaps.iter().any(|(s, _)| s.channel == *ch));
+        watches.retain(|ch, _| snaps.iter().any(|(s, _, _)| s.channel == *ch));
         snaps
             .into_iter()
-            .map(|(s, d)| {
+            .map(|(s, d, span)| {
                 let w = watches.entry(s.channel).or_insert_with(|| Watch::new(s.dropped_gops));
                 let h = chanstate::assess(&s, &d, w, stall_after);
-                (s, d, h)
+                (s, d, h, span)
             })
             .collect()
     }
@@ -86,7 +91,7 @@ impl Station {
         let cams = self.cfg.cameras.clone();
         for cam in &cams {
             if let Err(e) = self.start(cam) {
-                warn!(channel = cam.channel, camera = %cam.label, error = %e, "could not start channel");
+                warn!(channel = cam.channel, main = %cam.owner, camera = %cam.label, error = %e, "could not start channel");
             }
         }
         Ok(())
@@ -144,6 +149,11 @@ impl Station {
         self.lock().values().map(|c| (c.snapshot(), c.durable().clone())).collect()
     }
 
+    /// `snapshots`, with each channel's span.
+    fn snapshots_in_spans(&self) -> Vec<(ChannelSnapshot, Arc<DurableStats>, Span)> {
+        self.lock().values().map(|c| (c.snapshot(), c.durable().clone(), c.span().clone())).collect()
+    }
+
     /// Who owns the camera recording on `channel` (a main's name or `local`), if it is recording.
     pub fn owner_of(&self, channel: u32) -> Option<String> {
         self.lock().get(&channel).map(|c| c.owner.clone())
@@ -161,10 +171,11 @@ impl Station {
     }
 
     pub fn log_summary(&self) {
-        for (s, d) in self.snapshots() {
-            info!(channel = s.channel, camera = %s.camera, state = ?s.state, bitrate_bps = s.bitrate_bps,
-                  frames = s.frames, durable_frames = d.frames_durable(), reconnects = s.reconnects,
-                  dropped_gops = s.dropped_gops, "channel status");
+        for (s, d, span) in self.snapshots_in_spans() {
+            span.in_scope(|| {
+                info!(state = ?s.state, bitrate_bps = s.bitrate_bps, frames = s.frames, durable_frames = d.frames_durable(),
+                      reconnects = s.reconnects, dropped_gops = s.dropped_gops, "channel status")
+            });
         }
     }
 
@@ -189,9 +200,10 @@ async fn monitor(station: Weak<Station>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(MONITOR_EVERY) => {}
         }
         let Some(st) = station.upgrade() else { return };
-        let now = st.health();
+        let now = st.assess();
         let mut events = Vec::new();
-        for (s, _, h) in &now {
+        for (s, _, h, span) in &now {
+            let _in_span = span.enter();
             let before = last.insert(s.channel, h.clone());
             let Some(kind) = chanstate::transition(before.as_ref(), h) else { continue };
             let mut detail = serde_json::json!({
@@ -199,27 +211,26 @@ async fn monitor(station: Weak<Station>, shutdown: CancellationToken) {
             });
             let reason = h.reason.as_deref().unwrap_or("");
             match kind {
-                "channel_stalled" => warn!(channel = s.channel, camera = %s.camera, reason, "channel stalled"),
+                "channel_stalled" => warn!(reason, "channel stalled"),
                 "channel_stall_changed" => {
                     let previous = before.as_ref().and_then(|b| b.reason.clone());
-                    warn!(channel = s.channel, camera = %s.camera, reason, previous = previous.as_deref().unwrap_or(""),
-                        "channel still stalled, for another reason");
+                    warn!(reason, previous = previous.as_deref().unwrap_or(""), "channel still stalled, for another reason");
                     detail["previous_reason"] = serde_json::json!(previous);
                 }
-                _ => info!(channel = s.channel, camera = %s.camera, "channel recording again"),
+                _ => info!("channel recording again"),
             }
-            events.push((kind, s.channel, detail));
+            events.push((kind, s.channel, detail, span.clone()));
         }
-        last.retain(|ch, _| now.iter().any(|(s, _, _)| s.channel == *ch));
+        last.retain(|ch, _| now.iter().any(|(s, _, _, _)| s.channel == *ch));
         if events.is_empty() {
             continue;
         }
         let store = st.store.clone();
         drop(st);
         let r = tokio::task::spawn_blocking(move || {
-            for (kind, ch, detail) in events {
+            for (kind, ch, detail, span) in events {
                 if let Err(e) = store.add_event(kind, None, Some(ch), &detail) {
-                    warn!(channel = ch, error = %e, "could not record {kind} event");
+                    span.in_scope(|| warn!(error = %e, "could not record {kind} event"));
                 }
             }
         })

@@ -225,7 +225,8 @@ impl Conn {
             match rtsp::parse(&mut self.rbuf) {
                 Ok(None) => return Ok(None),
                 Ok(Some(Message::Interleaved { channel, len })) => {
-                    tracing::trace!(channel, len, "interleaved frame from client ignored");
+                    // `interleaved`, not `channel`: an RTSP interleaved channel, not a failover one.
+                    tracing::trace!(interleaved = channel, len, "interleaved frame from client ignored");
                 }
                 Ok(Some(Message::Response { status })) => {
                     debug!(%status, "response from client ignored");

@@ -21,7 +21,7 @@ use crate::simmain::SimMain;
 const CLIP: &[u8] = include_bytes!("../../fixtures/h264-360p25-small.mp4");
 
 fn say(msg: impl AsRef<str>) {
-    println!("[demo] {}", msg.as_ref());
+    outln!("[demo] {}", msg.as_ref());
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -127,7 +127,7 @@ pub async fn run(args: DemoArgs) -> CmdResult {
 
     say("events:");
     for e in daemon.station.store.events_since(0, 1000)? {
-        println!(
+        outln!(
             "  {:<24} {:<17} {:<6} {:<5} {}",
             e.time,
             e.kind,
@@ -139,7 +139,7 @@ pub async fn run(args: DemoArgs) -> CmdResult {
     say("footage:");
     for ch in 1..=n {
         for s in daemon.station.store.recordings(ch, Some(from), Some(to))? {
-            println!("  ch{ch} {} → {}  {} frames  {}", format_90k(s.start_90k), format_90k(s.end_90k), s.frames, s.path.display());
+            outln!("  ch{ch} {} → {}  {} frames  {}", format_90k(s.start_90k), format_90k(s.end_90k), s.frames, s.path.display());
         }
     }
     let out: PathBuf = dir.join("takeover-ch1.mp4");

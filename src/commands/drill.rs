@@ -60,7 +60,7 @@ pub async fn run(args: DrillArgs) -> CmdResult {
     // Stopped first, so the frames and bytes below include the closed last segments: what the
     // catalog holds.
     station.stop_many(&chans.iter().map(|(c, _)| c.channel).collect::<Vec<_>>()).await;
-    println!("{:>7} {:>6} {:<24} {:>12} {:>8} {:>10}  state / last error", "channel", "source", "camera", "latency ms", "frames", "MB");
+    outln!("{:>7} {:>6} {:<24} {:>12} {:>8} {:>10}  state / last error", "channel", "source", "camera", "latency ms", "frames", "MB");
     let mut lat_ms = Vec::new();
     for (i, (cam, d)) in chans.iter().enumerate() {
         let s = snaps.iter().find(|(s, _)| s.channel == cam.channel).map(|(s, _)| s);
@@ -68,7 +68,7 @@ pub async fn run(args: DrillArgs) -> CmdResult {
         if let Some(l) = l {
             lat_ms.push(l);
         }
-        println!(
+        outln!(
             "{:>7} {:>6} {:<24} {:>12} {:>8} {:>10.2}  {}",
             cam.channel,
             cam.source_channel,
@@ -81,7 +81,7 @@ pub async fn run(args: DrillArgs) -> CmdResult {
     }
     lat_ms.sort_by(f64::total_cmp);
     let pct = |p: f64| lat_ms.get(((lat_ms.len() as f64 - 1.0) * p).round() as usize).copied();
-    println!(
+    outln!(
         "{} of {} channels recorded; first durable fragment p50 {} ms, max {} ms",
         lat_ms.len(),
         chans.len(),

@@ -54,27 +54,27 @@ pub async fn run(args: ImportArgs) -> CmdResult {
     eprintln!("import: asking {} for its cameras…", opts.source.label());
     let cams = import::run(&opts).await?;
 
-    println!("{} camera(s) from {}:", cams.len(), opts.source.label());
+    outln!("{} camera(s) from {}:", cams.len(), opts.source.label());
     for c in &cams {
         let url = c.url.as_ref().map_or("(no URL)".to_owned(), |u| u.to_string());
         let status = if c.problems.is_empty() { "ok".to_owned() } else { format!("PROBLEM: {}", c.problems.join("; ")) };
         let described = c.described.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default();
-        println!("  channel {:>4}  {url}{described}  {status}", c.channel);
+        outln!("  channel {:>4}  {url}{described}  {status}", c.channel);
     }
     let (new_text, changes) = import::plan(&text, &args.config, &args.main, probe.as_deref(), &opts.source, &cams)?;
     if changes.is_empty() {
-        println!("main {:?}: no changes", args.main);
+        outln!("main {:?}: no changes", args.main);
         return Ok(());
     }
-    println!("main {:?}:", args.main);
+    outln!("main {:?}:", args.main);
     for ch in &changes {
-        println!("  {ch}");
+        outln!("  {ch}");
     }
     if args.dry_run {
-        println!("--dry-run: {} not written", args.config.display());
+        outln!("--dry-run: {} not written", args.config.display());
     } else {
         let mode = merge::write_private(&args.config, &new_text).map_err(|e| format!("{}: cannot write: {e}", args.config.display()))?;
-        println!("written to {} (mode {mode:04o}, owner and group kept)", args.config.display());
+        outln!("written to {} (mode {mode:04o}, owner and group kept)", args.config.display());
     }
     Ok(())
 }

@@ -41,7 +41,10 @@ impl EventSink {
 
     /// Records one event. Never fails: a catalog error is logged, the event still goes out.
     pub fn emit(&self, kind: &str, main: Option<&str>, channel: Option<u32>, detail: Value) {
-        info!(event = kind, main = main.unwrap_or(""), channel = channel.unwrap_or(0), %detail, "event");
+        // A channel's event names its camera too (every channel's line carries channel, main,
+        // camera); events of a main or of the box have no channel field at all.
+        let camera = channel.and(detail.get("camera").and_then(Value::as_str));
+        info!(event = kind, main, channel, camera, %detail, "event");
         let id = match self.store.add_event(kind, main, channel, &detail) {
             Ok(id) => Some(id),
             Err(e) => {

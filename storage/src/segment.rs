@@ -84,6 +84,10 @@ pub(crate) struct ActiveSegment {
     pub stats: Arc<DurableStats>,
     /// Takeover footage (a main's camera) rather than this box's own.
     pub takeover: bool,
+    /// The span the segment was opened in (the binary's channel span: channel, main, camera;
+    /// opaque here). The syncer logs about the segment inside it, so those lines carry the
+    /// same fields as the writer's.
+    pub span: tracing::Span,
     /// Set by the syncer when an fsync failed: the writer must move on to a new segment.
     sync_failed: AtomicBool,
     /// Held by the writer across its `sync_failed` check and the write, and by the syncer
@@ -117,6 +121,7 @@ impl ActiveSegment {
             dirs_to_sync,
             stats,
             takeover,
+            span: tracing::Span::current(),
             sync_failed: AtomicBool::new(false),
             append: Mutex::new(()),
             state: Mutex::new(State {

@@ -46,6 +46,8 @@ use crate::volume::Volume;
 /// Runs the syncer loop until asked to stop; the last round happens after the stop request.
 pub(crate) fn run(volume: Arc<Volume>, catalog: Arc<Catalog>, interval: Duration, protect: Duration) {
     tracing::debug!(volume = %volume.path.display(), "syncer started");
+    // Test hook (UNDERSTUDY_TEST_HANG_SYNCER, see `telemetry::hang_hook`): None unless the
+    // variable is set, and then only ever waits on the file it names.
     let hang = crate::telemetry::hang_hook();
     loop {
         volume.telemetry.syncer.beat();
@@ -231,7 +233,7 @@ pub(crate) fn round(volume: &Volume, catalog: &Catalog) {
                 durable: progress,
             });
         } else {
-            tracing::debug!(channel = seg.channel, path = %seg.abs_path.display(), frames = progress.frames, "segment finalized");
+            seg.span.in_scope(|| tracing::debug!(channel = seg.channel, path = %seg.abs_path.display(), frames = progress.frames, "segment finalized"));
             seg.set_sync(SyncPhase::Settled);
             volume.dequeue(&seg);
         }
@@ -283,6 +285,9 @@ fn sync_failed(
     snap: Snapshot,
     e: &std::io::Error,
 ) -> Plan {
+    // Everything logged about this failure (here and in `disk_error`) names its camera.
+    let span = seg.span.clone();
+    let _in_span = span.enter();
     tracing::error!(channel = seg.channel, path = %seg.abs_path.display(), error = %e,
         "fdatasync failed; abandoning the segment at its last durable length");
     seg.stats.add_error();
@@ -348,6 +353,7 @@ fn remove_abandoned(volume: &Volume, seg: &Arc<ActiveSegment>) {
 
 /// A closed segment that never got a fragment: unlink it.
 fn discard(volume: &Volume, seg: &Arc<ActiveSegment>) {
+    let _in_span = seg.span.enter();
     let len = seg.file.metadata().map(|m| m.len()).unwrap_or(0);
     match std::fs::remove_file(&seg.abs_path) {
         Ok(()) => {

@@ -120,11 +120,13 @@ pub struct VolumeMetrics {
     pub syncer_idle: Duration,
 }
 
-/// Test hook for the systemd watchdog test: when `UNDERSTUDY_TEST_HANG_SYNCER` names a file,
-/// a syncer hangs (without beating) for as long as that file exists, as it would on a disk
-/// that stops answering. Read once per syncer; unset in production.
+/// TEST HOOK, not a setting: `tests/service.rs` (the systemd watchdog test) runs the release
+/// binary, so the hook lives in production code. When `UNDERSTUDY_TEST_HANG_SYNCER` names a
+/// file, a syncer hangs (without beating) for as long as that file exists, as it would on a
+/// disk that stops answering. Unset (or empty), as in production, it does nothing at all: no
+/// file is looked at. Read once per syncer, when it starts.
 pub(crate) fn hang_hook() -> Option<PathBuf> {
-    std::env::var_os("UNDERSTUDY_TEST_HANG_SYNCER").map(PathBuf::from)
+    std::env::var_os("UNDERSTUDY_TEST_HANG_SYNCER").filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 pub(crate) fn hang_while_exists(flag: &std::path::Path) {

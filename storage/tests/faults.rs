@@ -32,7 +32,10 @@ fn run_fault(
     let base = base_time_90k();
     let mut w = store.channel_writer(1, 0).unwrap();
     let st = w.stats();
+    // Fed inside a span like the binary's channel span: the segments are opened in it.
+    let span = tracing::info_span!("channel", channel = 1, main = "nvr-x", camera = "nvr-x/cam-7");
     let feeder = std::thread::spawn(move || {
+        let _in_span = span.enter();
         let end = feed(&mut w, &clip, base, 2, Some(Duration::from_millis(40)));
         w.close().map(|()| end)
     });
@@ -118,10 +121,42 @@ fn write_eio_moves_the_channel() {
     disk_error_on(&events, &tmp.path().join("a"), "Input/output error");
 }
 
+/// Every log line of this test binary (any thread), as plain text with the spans' fields.
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static std::sync::Mutex<Vec<u8>> = Box::leak(Box::new(std::sync::Mutex::new(Vec::new())));
+        struct Sink(&'static std::sync::Mutex<Vec<u8>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sub = tracing_subscriber::fmt().with_ansi(false).with_max_level(tracing::Level::DEBUG).with_writer(move || Sink(logs)).finish();
+        tracing::subscriber::set_global_default(sub).unwrap();
+        logs
+    })
+}
+
 #[test]
 fn fsync_eio_abandons_the_segment_without_retrying() {
+    let logs = captured_logs();
     let tmp = tempfile::tempdir().unwrap();
     let (store, events) = run_fault("fsync EIO", tmp.path(), Duration::from_secs(2), |a| faults::inject(a, Fault::SyncEio));
+    // The syncer's lines about the failed segment carry the fields of the span the writer
+    // opened it in (the binary's channel span: channel, main, camera), though the syncer is a
+    // thread of its own serving the whole volume.
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let vol_a = tmp.path().join("a").display().to_string();
+    let failed: Vec<&str> = text.lines().filter(|l| l.contains("fdatasync failed") && l.contains(&vol_a)).collect();
+    assert!(!failed.is_empty(), "no fdatasync failure logged:\n{text}");
+    for l in &failed {
+        assert!(l.contains("main=\"nvr-x\"") && l.contains("camera=\"nvr-x/cam-7\""), "lacks main/camera: {l}");
+    }
     disk_error_on(&events, &tmp.path().join("a"), "Input/output error");
     let e = events.iter().find(|e| e.kind == "disk_error").unwrap();
     assert_eq!(e.detail["op"], "fdatasync", "{e:?}");

@@ -129,7 +129,7 @@ impl Failover {
                         failed.push((cam.channel, cam.source_channel, bad.cloned().unwrap_or_default()));
                     }
                     Transition::BecameSuspect => {
-                        debug!(main = %name, channel = cam.channel, reason = ?bad, "main may not be recording this channel");
+                        debug!(main = %name, channel = cam.channel, camera = %cam.label, reason = ?bad, "main may not be recording this channel");
                     }
                     _ => {}
                 }
