@@ -182,17 +182,36 @@ async fn live_websocket_mse_and_hls() {
     // it beside the downloaded file and rejects a single changed byte.
     let rec = setup.recordings(1).into_iter().find(|r| r["open"] == false).expect("a closed segment");
     let q = format!("from={}&to={}", format_90k(rec["start_90k"].as_i64().unwrap()), format_90k(rec["end_90k"].as_i64().unwrap()));
-    let (code, head, mp4) = http_request(&proxy, &format!("/api/channels/1/play.mp4?{q}"), &[]).unwrap();
-    assert_eq!(code, 200, "{head}");
+    let (code, mp4_head, mp4) = http_request(&proxy, &format!("/api/channels/1/play.mp4?{q}"), &[]).unwrap();
+    assert_eq!(code, 200, "{mp4_head}");
     let (code, head, body) = http_request(&proxy, &format!("/api/channels/1/play.mp4?{q}&sign=1"), &[]).unwrap();
     assert_eq!(code, 200, "{head}");
     let signed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    // The signed file is the downloaded one: same ETag, in the answer and the manifest.
+    let etag = header_value(&mp4_head, "etag").expect("play.mp4 sends an ETag");
+    assert_eq!(signed["etag"].as_str(), Some(etag.as_str()), "{signed}");
+    // A range that may still grow is not signed: `to` left out (now), or later than the
+    // channel's last durable footage (the open segment's newest fragments, or the future).
+    let from_only = format!("from={}", format_90k(rec["start_90k"].as_i64().unwrap()));
+    let (code, _, body) = http_request(&proxy, &format!("/api/channels/1/play.mp4?{from_only}&sign=1"), &[]).unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert!(code == 400 && text.contains("explicit `to`"), "{code} {text}");
+    let soon = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 * 90 + 60 * 90_000;
+    let (code, _, body) = http_request(&proxy, &format!("/api/channels/1/play.mp4?{from_only}&to={}&sign=1", format_90k(soon)), &[]).unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert!(code == 400 && text.contains("later than channel 1's last durable footage"), "{code} {text}");
     let file = setup.dir.path().join("export.mp4");
     std::fs::write(&file, &mp4).unwrap();
     std::fs::write(setup.dir.path().join("export.mp4.manifest.json"), signed["manifest"].as_str().unwrap()).unwrap();
     std::fs::write(setup.dir.path().join("export.mp4.sig"), signed["signature"].as_str().unwrap()).unwrap();
     let manifest: serde_json::Value = serde_json::from_str(signed["manifest"].as_str().unwrap()).unwrap();
     assert_eq!(manifest["user"], "test", "{manifest}");
+    assert_eq!(manifest["etag"].as_str(), Some(etag.as_str()), "{manifest}");
+    // The camera that records onto channel 1, by owner and address, without credentials.
+    let cam = &manifest["cameras"][0];
+    assert_eq!((cam["owner"].as_str(), cam["source_channel"].as_u64()), (Some("local"), Some(1)), "{manifest}");
+    assert_eq!(manifest["cameras"].as_array().unwrap().len(), 1, "{manifest}");
+    assert!(sim.url(1).contains(cam["host"].as_str().unwrap()) && !cam["host"].as_str().unwrap().is_empty(), "{manifest}");
     assert_eq!(manifest["bytes"].as_u64().unwrap(), mp4.len() as u64, "{manifest}");
     let verify = |f: &std::path::Path| std::process::Command::new(env!("CARGO_BIN_EXE_understudy")).arg("verify").arg(f).output().unwrap();
     let ok = verify(&file);
@@ -260,6 +279,18 @@ async fn live_websocket_mse_and_hls() {
     println!("channel 2 (H.265) in headless Chromium: {h265}");
     // The scrub bar shows the recorded span.
     b.wait_for("timeline spans", Duration::from_secs(20), "liveTiles.get(1).bar.querySelectorAll('.span').length > 0 || null");
+    // A click at the bar's left edge (24 h ago, drawn a while back) plays recorded footage
+    // (the range is kept within 24 h, so no 400), and the clock starts at the file's first
+    // frame as the server says (X-Understudy-Start), not at the time clicked.
+    let first_ms = setup.recordings(1)[0]["start_90k"].as_i64().unwrap().div_euclid(90);
+    b.eval("(() => { const t = liveTiles.get(1); const r = t.bar.getBoundingClientRect(); t.bar.dispatchEvent(new MouseEvent('click', { clientX: r.left, clientY: r.top + 1, bubbles: true })); return true; })()").unwrap();
+    let start = b.wait_for(
+        "recorded playback from its first frame",
+        Duration::from_secs(30),
+        "(() => { const t = liveTiles.get(1); if (t.mode !== 'recorded') return null; if (t.video.error) return 'video error ' + t.video.error.code;
+           return t.video.readyState > 0 && t.recordedFromMs > Date.now() - 3600000 ? t.recordedFromMs : null; })()",
+    );
+    assert!(start.as_f64().is_some_and(|ms| (ms - first_ms as f64).abs() <= 1.0), "clock origin {start}, first frame at {first_ms} ms");
     assert!(b.page_errors.is_empty(), "page errors: {:?}", b.page_errors);
     drop(b);
 }

@@ -1,13 +1,19 @@
 //! Playback at real sizes: `play.mp4` is a virtual MP4 (byte-identical for any split of Range
 //! requests, the catalog's frame count, nothing copied under `state_dir`), answers a short
-//! range while a long one streams; `vod.m3u8` plays in ffmpeg with the catalog's frames, in VLC
+//! range while a long one is stalled half-read; a change of codec parameters ends the file and
+//! says where (`X-Understudy-Stopped-At`, the CLI's warning), `X-Understudy-Start` names the
+//! key frame it starts at; `vod.m3u8` plays in ffmpeg with the catalog's frames, in VLC
 //! and in the vendored hls.js in headless Chromium; signed exports verify and tampering fails.
 
 mod cdp;
 mod common;
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use understudy_storage::{InputFrame, Store, StoreConfig, TrackParams, VolumeConfig};
 
 use common::*;
 use understudy::commands::time::format_90k;
@@ -82,22 +88,6 @@ async fn virtual_mp4_and_hls_vod() {
     let (code, _, body) = http_request(&addr, "/api/channels/1/play.mp4?from=now-25h", &[]).unwrap();
     assert_eq!(code, 400);
     assert!(String::from_utf8_lossy(&body).contains("at most 24 hours"));
-
-    // A short range answers while a long one is streaming to a client that reads slowly.
-    let long_url = format!("/api/channels/1/play.mp4?from={}&to=now", format_90k(recs[0]["start_90k"].as_i64().unwrap()));
-    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
-    write!(slow, "GET {long_url} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut first = [0u8; 1024];
-    slow.read_exact(&mut first).unwrap();
-    let started = Instant::now();
-    let short = format!("/api/channels/1/play.mp4?from={}&to={}", format_90k(from), format_90k(from + 90_000));
-    let (code, _, body) = http_request(&addr, &short, &[]).unwrap();
-    println!("short range answered in {:?} while a long one streams", started.elapsed());
-    assert_eq!(code, 200);
-    assert!(body.len() > 1000);
-    let mut rest = Vec::new();
-    slow.read_to_end(&mut rest).unwrap();
-    assert!(rest.len() > whole.len(), "the long range streamed to its end ({} bytes)", rest.len());
 
     // HLS: byte ranges of the virtual file, the catalog's frames, no warnings.
     let m3u8 = format!("/api/channels/1/vod.m3u8?from={}&to={}", format_90k(from), format_90k(to));
@@ -190,4 +180,123 @@ async fn virtual_mp4_and_hls_vod() {
     let bad = verify(&out);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("signature does not match"), "{bad:?}");
     sim.shutdown().await;
+}
+
+/// The sample entry (`avc1` box) of a fixture clip, as the recorder would store it.
+fn track_params(clip: &str, width: u16, height: u16) -> Arc<TrackParams> {
+    let file = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(clip)).unwrap();
+    let stsd = file.windows(4).position(|w| w == b"stsd").unwrap();
+    let at = stsd + 4 + 8;
+    let size = u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+    Arc::new(TrackParams { codec: "avc1.640028".into(), width, height, sample_entry: Bytes::copy_from_slice(&file[at..at + size]), audio: None })
+}
+
+/// 2026-01-01T00:00:00Z, 90 kHz.
+const T0: i64 = 1_767_225_600 * 90_000;
+
+/// Channel 1 written through the storage crate at disk speed: `big_s` seconds of 720p frames of
+/// `frame_bytes` each (25 fps, a key frame every second), then 10 s of 1080p (a change of codec
+/// parameters). Returns the time of the change.
+fn synthesize(setup: &Setup, big_s: i64, frame_bytes: usize) -> i64 {
+    let cfg = StoreConfig::new("test", setup.dir.path().join("state"), vec![VolumeConfig { path: setup.volume(), max_bytes: None, reserve: None }]);
+    let store = Store::open(cfg).unwrap();
+    let (a, b) = (track_params("h264-720p25.mp4", 1280, 720), track_params("h264-1080p25.mp4", 1920, 1080));
+    let zeros = Bytes::from(vec![0u8; frame_bytes]);
+    let mut w = store.channel_writer(1, 8 * frame_bytes as u64 * 25).unwrap();
+    let n = (big_s + 10) * 25;
+    for i in 0..n {
+        let params = if i < big_s * 25 { &a } else { &b };
+        let size = if i < big_s * 25 { frame_bytes } else { 1000 };
+        w.push(params, InputFrame { time_90k: T0 + i * 3600, cts_offset: 0, key: i % 25 == 0, data: zeros.slice(..size) }).unwrap();
+        // The writer drops whole GOPs rather than block when the disk falls behind: pace it.
+        while w.stats().frames_written() + 250 < i as u64 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    w.close().unwrap();
+    store.shutdown().unwrap();
+    T0 + big_s * 90_000
+}
+
+/// A short range answers while a long one is stalled half-read (no lock between requests); a
+/// change of codec parameters ends `play.mp4` and `understudy export` early and both say where.
+#[test]
+fn concurrent_ranges_and_parameter_changes() {
+    let setup = Setup::new(1, "tls = false", "");
+    // 40 s of 1 MB/s: far more than socket buffers and the server's queue can hold.
+    let change = synthesize(&setup, 40, 40_000);
+
+    // The CLI: the export stops at the change and says where, with the command for the rest.
+    let out = setup.dir.path().join("all.mp4");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(["export", "--config", setup.config.to_str().unwrap(), "--channel", "1", "--from", &format_90k(T0), "--to", &format_90k(T0 + 50 * 90_000), "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&format!("stops at {}", format_90k(change))), "{err}");
+    assert!(err.contains(&format!("--from {} --to {}", format_90k(change), format_90k(T0 + 50 * 90_000))), "{err}");
+
+    let _child = setup.spawn_run();
+    let api = format!("127.0.0.1:{}", setup.api);
+    let bearer = format!("Bearer {}", setup.token);
+    assert!(wait_until(Duration::from_secs(60), || setup.api_get("/api/status").is_some()), "the API never answered\n{}", setup.log());
+
+    // play.mp4: starts at the key frame at or before `from`, stops at the change; headers say both.
+    let url = format!("/api/channels/1/play.mp4?from={}&to={}", format_90k(T0 + 90_000 + 45_000), format_90k(T0 + 50 * 90_000));
+    let (code, head, _) = http_request(&api, &url, &[("Authorization", &bearer), ("Range", "bytes=0-0")]).unwrap();
+    assert_eq!(code, 206, "{head}");
+    assert_eq!(header_value(&head, "x-understudy-start"), Some(format_90k(T0 + 90_000)), "{head}");
+    assert_eq!(header_value(&head, "x-understudy-stopped-at"), Some(format_90k(change)), "{head}");
+    // ... and so does the audit entry of that playback.
+    let audited = wait_until(Duration::from_secs(20), || {
+        setup.api_get("/api/audit").is_some_and(|a| {
+            a["entries"].as_array().is_some_and(|es| es.iter().any(|e| e["action"] == "playback" && e["detail"]["stopped_at_params_change"] == format_90k(change)))
+        })
+    });
+    assert!(audited, "no audit entry names the stop: {:?}", setup.api_get("/api/audit"));
+    // Within one set of parameters: no stop header.
+    let (_, head, _) = http_request(&api, &format!("/api/channels/1/play.mp4?from={}&to={}", format_90k(T0), format_90k(T0 + 90_000)), &[("Authorization", &bearer), ("Range", "bytes=0-0")]).unwrap();
+    assert_eq!(header_value(&head, "x-understudy-stopped-at"), None, "{head}");
+
+    // Two clients: the long range (all 40 s) is read for its first 64 KiB and then left
+    // unread, on a socket with a small receive buffer.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(32 * 1024).unwrap();
+    sock.connect(&api.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let rcvbuf = sock.recv_buffer_size().unwrap();
+    let mut slow: std::net::TcpStream = sock.into();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let long_url = format!("/api/channels/1/play.mp4?from={}&to={}", format_90k(T0), format_90k(change));
+    write!(slow, "GET {long_url} HTTP/1.1\r\nHost: {api}\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    slow.read_exact(&mut first).unwrap();
+    let split = first.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let long_head = String::from_utf8_lossy(&first[..split]).to_string();
+    assert!(long_head.starts_with("HTTP/1.1 200"), "{long_head}");
+    let long_len: usize = header_value(&long_head, "content-length").unwrap().parse().unwrap();
+    let unread_at_start = long_len - (first.len() - split - 4);
+    // The short range, with the long one stalled: a lock between requests would hold it until
+    // the long body is all sent, which cannot happen while nobody reads it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let short = format!("/api/channels/1/play.mp4?from={}&to={}", format_90k(T0 + 10 * 90_000), format_90k(T0 + 11 * 90_000));
+    let (api2, bearer2) = (api.clone(), bearer.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(http_request(&api2, &short, &[("Authorization", &bearer2)]));
+    });
+    let answer = rx.recv_timeout(Duration::from_secs(20)).expect("the short range answers within 20 s while the long one is stalled");
+    let (code, head, body) = answer.expect("the short range's answer");
+    assert_eq!(code, 200, "{head}");
+    assert!(body.len() > 25 * 40_000, "one second of footage ({} bytes)", body.len());
+    // The long body was unfinished then: what was still unread exceeds everything that can
+    // sit between the server's reader and this socket (send and receive buffers, the
+    // response's queue of 4 + 1 chunks of 256 KiB, with slack for the HTTP stack).
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap().split_whitespace().nth(2).unwrap().parse().unwrap();
+    let buffers = rcvbuf + wmem_max + 5 * 256 * 1024 + (2 << 20);
+    println!("short range answered while the long one was stalled with {unread_at_start} of {long_len} bytes unread (buffers hold at most {buffers})");
+    assert!(unread_at_start > buffers, "the long body ({unread_at_start} bytes unread) must not fit in buffers ({buffers} bytes)");
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest.len(), unread_at_start, "the long range then streams to its end");
 }

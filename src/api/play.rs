@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use understudy_storage::Playback;
 
 use super::{bad, internal, ApiError, ApiState, RangeQuery, SeenChannel};
-use crate::commands::time::now_90k;
+use crate::commands::time::{format_90k, now_90k};
 
 /// The longest range one request may lay out (the layout is ~100 bytes per second).
 pub const MAX_RANGE_90K: i64 = 24 * 3600 * 90_000;
@@ -106,8 +106,14 @@ pub async fn layout(st: &ApiState, n: u32, from: i64, to: i64) -> Result<Arc<Pla
         })
 }
 
+/// Response header: the wall time (RFC 3339) of the virtual file's first frame.
+pub const START_HEADER: &str = "x-understudy-start";
+/// Response header: the file stops early at this time (RFC 3339) because the codec parameters
+/// change there; ask again from it for the rest.
+pub const STOPPED_HEADER: &str = "x-understudy-stopped-at";
+
 /// A strong validator for the layout's content.
-fn etag(p: &Playback) -> String {
+pub fn etag(p: &Playback) -> String {
     let digest = Sha256::digest(p.mp4.identity());
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
@@ -149,7 +155,14 @@ pub fn serve_file(p: Arc<Playback>, headers: &HeaderMap, content_type: &str, slo
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, &tag)
         .header(header::LAST_MODIFIED, last_modified(&p))
-        .header(header::CACHE_CONTROL, "private, no-cache");
+        .header(header::CACHE_CONTROL, "private, no-cache")
+        // The wall time of the file's first frame: the key frame at or before `from`.
+        .header(START_HEADER, format_90k(p.summary.start_90k));
+    // One MP4 holds one set of codec parameters: the file ends where they changed.
+    let builder = match p.summary.stopped_at_params_change_90k {
+        Some(at) => builder.header(STOPPED_HEADER, format_90k(at)),
+        None => builder,
+    };
     let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
     if text(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*")) {
         return builder.status(StatusCode::NOT_MODIFIED).body(Body::empty()).map_err(internal);
@@ -201,8 +214,14 @@ pub async fn play(
     if sign && !who.can(crate::auth::Perm::Export) {
         return Err(ApiError(StatusCode::FORBIDDEN, format!("user {} may not sign exports (needs the export permission)", who.user)));
     }
+    if sign {
+        super::signed::check_signable(&st, n, &q.range, to).await?;
+    }
     let slot = st.viewers.enter(client_ip(info))?;
     let p = layout(&st, n, from, to).await?;
+    if let Some(at) = p.summary.stopped_at_params_change_90k {
+        tracing::debug!(channel = n, user = %who.user, stopped_at = %format_90k(at), "play.mp4 stops early at a change of codec parameters");
+    }
     if sign {
         return super::signed::manifest(&st, n, (from, to), p, &who.user, slot).await;
     }

@@ -4,6 +4,11 @@
 //! the requesting user, signed with this box's key. Save the answer's `manifest` bytes as
 //! `FILE.mp4.manifest.json` and `signature` as `FILE.mp4.sig` next to the downloaded
 //! `FILE.mp4`; `understudy verify FILE.mp4` then checks all three offline.
+//!
+//! Only a range that can no longer change is signed: `to` must be given and no later than the
+//! channel's last durable footage (else the file downloaded a moment later, with more
+//! fragments, would not be the file signed). The manifest and answer carry the virtual file's
+//! `ETag`: a download answered with that validator is byte for byte the signed file.
 
 use std::sync::Arc;
 
@@ -14,12 +19,47 @@ use sha2::{Digest, Sha256};
 use understudy_storage::Playback;
 
 use super::play::ViewerSlot;
-use super::{internal, ApiError, ApiState};
+use super::{bad, internal, ApiError, ApiState, RangeQuery};
 use crate::commands::evidence;
 use crate::commands::time::{format_90k, now_90k};
 
 /// Bytes per read while hashing.
 const CHUNK: usize = 1 << 20;
+
+/// Refuses `sign=1` for a range whose file may still grow: `to` left out (now), or later than
+/// the end of the channel's last durable fragment.
+pub async fn check_signable(st: &ApiState, n: u32, q: &RangeQuery, to: i64) -> Result<(), ApiError> {
+    if q.to.is_none() {
+        return Err(bad("sign=1 needs an explicit `to` (no later than the channel's last durable footage): without it the range ends now and the file keeps growing"));
+    }
+    let store = st.station.store.clone();
+    // Segments reaching `to` or later; an open one's end is its last durable fragment's.
+    let later = tokio::task::spawn_blocking(move || store.recordings(n, Some(to), None)).await.map_err(internal)?.map_err(internal)?;
+    let durable_end = later.iter().map(|s| s.end_90k).max();
+    match durable_end {
+        Some(end) if end >= to => Ok(()),
+        _ => {
+            let last = tokio::task::spawn_blocking({
+                let store = st.station.store.clone();
+                move || store.recordings(n, Some(to - super::play::MAX_RANGE_90K), None)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?
+            .iter()
+            .map(|s| s.end_90k)
+            .max();
+            Err(bad(match last {
+                    Some(end) => format!(
+                        "sign=1: to={} is later than channel {n}'s last durable footage ({}); sign a range ending at or before it, so the signed file cannot change",
+                        format_90k(to),
+                        format_90k(end)
+                    ),
+                None => format!("sign=1: channel {n} has no durable footage in the 24 hours before to={}", format_90k(to)),
+            }))
+        }
+    }
+}
 
 pub async fn manifest(st: &ApiState, n: u32, (from, to): (i64, i64), p: Arc<Playback>, user: &str, slot: ViewerSlot) -> Result<Response, ApiError> {
     let cfg = &st.station.cfg;
@@ -41,8 +81,11 @@ pub async fn manifest(st: &ApiState, n: u32, (from, to): (i64, i64), p: Arc<Play
         frames: summary.frames,
         exported_at: format_90k(now_90k()),
         user: Some(user.to_owned()),
+        cameras: evidence::cameras_on(cfg, n),
+        etag: Some(super::play::etag(&p)),
         public_key: String::new(),
     };
+    let tag = m.etag.clone();
     let sealed = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let _slot = slot; // counts as one of the client's streams while it reads
         let key = evidence::box_key(&state_dir)?;
@@ -70,6 +113,8 @@ pub async fn manifest(st: &ApiState, n: u32, (from, to): (i64, i64), p: Arc<Play
         "manifest": manifest,
         "signature": sig,
         "key_fingerprint": fingerprint,
+        // The validator of exactly the file signed: download it with `If-Range`/`If-Match`.
+        "etag": tag,
     }))
     .into_response())
 }

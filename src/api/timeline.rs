@@ -11,8 +11,9 @@ use crate::commands::time::{format_90k, now_90k};
 
 /// Segments less than this apart are one span.
 const JOIN_90K: i64 = 90_000;
-/// At most this many events are scanned for one answer (newest kept).
-const MAX_EVENTS_SCANNED: usize = 100_000;
+/// At most this many events in one answer: the newest in the range (a scrub bar over a day
+/// shows the recent takeovers; older ones are a narrower request away).
+const MAX_EVENTS: usize = 10_000;
 
 pub async fn timeline(State(st): State<ApiState>, SeenChannel(n): SeenChannel, Query(q): Query<RangeQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let (from, to) = q.parse()?;
@@ -25,22 +26,11 @@ pub async fn timeline(State(st): State<ApiState>, SeenChannel(n): SeenChannel, Q
     let store = st.station.store.clone();
     let (segs, events) = tokio::task::spawn_blocking(move || -> Result<_, understudy_storage::Error> {
         let segs = store.recordings(n, Some(from), Some(to))?;
-        let mut events = Vec::new();
-        let mut after = 0;
-        let mut scanned = 0;
-        loop {
-            let batch = store.events_since(after, 10_000)?;
-            let Some(last) = batch.last() else { break };
-            after = last.id;
-            scanned += batch.len();
-            events.extend(batch.into_iter().filter(|e| {
-                let t = e.time_ms * 90;
-                t >= from && t < to && (e.channel == Some(n) || (e.channel.is_none() && e.main.as_ref().is_some_and(|m| mains.contains(m))))
-            }));
-            if scanned >= MAX_EVENTS_SCANNED {
-                break;
-            }
-        }
+        // Newest first from the catalog (time-indexed), oldest first in the answer. An event at
+        // `time_ms` is in the range when `from <= time_ms * 90 < to`.
+        let ms = |t: i64| t.saturating_add(89).div_euclid(90);
+        let mut events = store.channel_events(n, &mains, ms(from), ms(to), MAX_EVENTS)?;
+        events.reverse();
         Ok((segs, events))
     })
     .await
@@ -86,6 +76,8 @@ pub async fn timeline(State(st): State<ApiState>, SeenChannel(n): SeenChannel, Q
             v
         }).collect::<Vec<_>>(),
         "gaps": gaps.iter().map(|&(a, b)| when(a, b)).collect::<Vec<_>>(),
+        // More events than one answer holds: the oldest were left out; ask a narrower range.
+        "events_truncated": events.len() >= MAX_EVENTS,
         "events": events,
     })))
 }

@@ -74,6 +74,10 @@ impl ApiState {
                 detail[kv.0] = json!(kv.1.replace("%3A", ":").replace("%2B", "+"));
             }
         }
+        // A file cut short at a change of codec parameters says where (see play.rs).
+        if let Some(at) = resp.headers().get(super::play::STOPPED_HEADER).and_then(|v| v.to_str().ok()) {
+            detail["stopped_at_params_change"] = json!(at);
+        }
         let result = if resp.status().is_success() { "ok".to_owned() } else { resp.status().as_u16().to_string() };
         let mut e = p.entry(&action, channel, detail, &result);
         e.bytes = bytes(resp);

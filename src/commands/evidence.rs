@@ -34,10 +34,68 @@ pub struct Manifest {
     pub end: String,
     pub frames: u64,
     pub exported_at: String,
-    /// The exporting user, once users exist.
+    /// Who exported: the API user for `play.mp4?sign=1`, the operating-system user running
+    /// `understudy export` for the CLI.
     pub user: Option<String>,
+    /// The camera(s) that record onto the channel, from the config (no credentials).
+    #[serde(default)]
+    pub cameras: Vec<ManifestCamera>,
+    /// The `ETag` of the virtual file `play.mp4` served (API exports): a download with this
+    /// validator is the signed file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// Ed25519 public key (hex) that signed this manifest.
     pub public_key: String,
+}
+
+/// A camera in a manifest: who it belongs to, its channel there, and where it was reached.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestCamera {
+    /// The camera's name or `owner/channel` label.
+    pub label: String,
+    /// `local` (this box's own camera) or the main recorder it stands in for.
+    pub owner: String,
+    /// Its channel on the owner.
+    pub source_channel: u32,
+    /// `host:port` of its stream URL (no user, password, path or query).
+    pub host: String,
+}
+
+/// The cameras the config puts on `channel`.
+pub fn cameras_on(cfg: &crate::config::Config, channel: u32) -> Vec<ManifestCamera> {
+    cfg.cameras
+        .iter()
+        .chain(cfg.mains.iter().flat_map(|m| m.cameras.iter()))
+        .filter(|c| c.channel == channel)
+        .map(|c| ManifestCamera {
+            label: c.label.clone(),
+            owner: c.owner.clone(),
+            source_channel: c.source_channel,
+            host: match (c.url.host_str(), c.url.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_owned(),
+                (None, _) => String::new(),
+            },
+        })
+        .collect()
+}
+
+/// The operating-system user running this process (the account name, else `uid N`).
+pub fn os_user() -> String {
+    // SAFETY: getuid cannot fail; getpwuid_r writes only into the buffers given.
+    let uid = unsafe { libc::getuid() };
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc == 0 && !out.is_null() && !pw.pw_name.is_null() {
+        // SAFETY: pw_name points into `buf`, NUL-terminated, while `buf` lives.
+        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned();
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    format!("uid {uid}")
 }
 
 /// `FILE.mp4` → `FILE.mp4.manifest.json` and `FILE.mp4.sig`.
@@ -187,13 +245,34 @@ mod tests {
         let m = Manifest {
             format: String::new(), file: String::new(), bytes: 0, sha256: String::new(), box_name: "b".into(), channel: 1,
             recorded_for: vec!["local".into()], requested_from: "x".into(), requested_to: "y".into(), start: "s".into(),
-            end: "e".into(), frames: 3, exported_at: "t".into(), user: None, public_key: String::new(),
+            end: "e".into(), frames: 3, exported_at: "t".into(), user: Some(os_user()), public_key: String::new(),
+            cameras: vec![ManifestCamera { label: "door".into(), owner: "local".into(), source_channel: 1, host: "10.0.0.5:554".into() }],
+            etag: None,
         };
         sign(&mp4, &key, m).unwrap();
         assert!(verify(&mp4, None).unwrap().starts_with("OK"));
         assert!(verify(&mp4, Some(&fingerprint(&key.verifying_key()))).is_ok());
         assert!(verify(&mp4, Some("00")).is_err());
+        let (mpath, _) = paths(&mp4);
+        let text = std::fs::read_to_string(&mpath).unwrap();
+        assert!(text.contains("\"door\"") && text.contains("10.0.0.5:554") && !text.contains("etag"), "{text}");
+        // A manifest from before cameras were listed still reads.
+        let old: Manifest = serde_json::from_str(&text.replace("\"cameras\"", "\"x_cameras\"")).unwrap();
+        assert!(old.cameras.is_empty());
         std::fs::write(&mp4, b"not really an mp5").unwrap();
         assert!(verify(&mp4, None).unwrap_err().contains("not the file"));
+    }
+
+    #[test]
+    fn os_user_names_this_account() {
+        let me = os_user();
+        // The account name when it has one (as `id -un` says), else the uid.
+        let id = std::process::Command::new("id").arg("-un").output().unwrap();
+        let want = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+        if id.status.success() && !want.is_empty() {
+            assert_eq!(me, want);
+        } else {
+            assert!(me.starts_with("uid "), "{me}");
+        }
     }
 }

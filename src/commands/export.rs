@@ -68,13 +68,21 @@ pub async fn run(args: ExportArgs) -> CmdResult {
             end: format_90k(summary.end_90k),
             frames: summary.frames,
             exported_at: format_90k(super::time::now_90k()),
-            user: None,
+            user: Some(super::evidence::os_user()),
+            cameras: super::evidence::cameras_on(&cfg, channel),
+            etag: None,
             public_key: String::new(),
         };
         let output = args.output.clone();
         let fp = super::evidence::fingerprint(&key.verifying_key());
         let manifest = tokio::task::spawn_blocking(move || super::evidence::sign(&output, &key, m)).await??;
         eprintln!("signed: {} (+ .sig), key fingerprint {fp}", manifest.display());
+    }
+    if let Some(at) = summary.stopped_at_params_change_90k {
+        tracing::warn!(channel, stopped_at = %format_90k(at), "export stopped early at a change of codec parameters");
+    }
+    if let Some(w) = stopped_warning(channel, summary.stopped_at_params_change_90k, to) {
+        eprintln!("{w}");
     }
     eprintln!(
         "wrote {}: channel {}, {} → {} ({:.1} s, {} frames, {:.2} MB)",
@@ -87,4 +95,30 @@ pub async fn run(args: ExportArgs) -> CmdResult {
         summary.bytes as f64 / 1e6
     );
     Ok(())
+}
+
+/// What to tell the operator when an export stopped early at a change of codec parameters
+/// (one MP4 holds one set): where, and the command for the rest.
+pub fn stopped_warning(channel: u32, stopped_90k: Option<i64>, to_90k: i64) -> Option<String> {
+    let at = stopped_90k?;
+    Some(format!(
+        "warning: the export stops at {at} because channel {channel}'s codec parameters (resolution or codec) change there; \
+         one MP4 holds one set. For the rest: understudy export --channel {channel} --from {at} --to {to} -o REST.mp4",
+        at = format_90k(at),
+        to = format_90k(to_90k),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warning_names_the_stop_and_the_rest() {
+        assert_eq!(stopped_warning(2, None, 0), None);
+        let at = 1_767_225_600 * 90_000 + 90_000;
+        let w = stopped_warning(2, Some(at), at + 900_000).unwrap();
+        assert!(w.contains("stops at 2026-01-01T00:00:01.000Z"), "{w}");
+        assert!(w.contains("--channel 2 --from 2026-01-01T00:00:01.000Z --to 2026-01-01T00:00:11.000Z"), "{w}");
+    }
 }

@@ -377,6 +377,21 @@ impl Store {
         self.shared.catalog.events_since(after_id, limit)
     }
 
+    /// Events in `[from_ms, to_ms)` about `channel`, or about one of `mains` with no channel
+    /// (its takeovers): newest first, at most `limit`.
+    pub fn channel_events(
+        &self,
+        channel: u32,
+        mains: &[String],
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>> {
+        self.shared
+            .catalog
+            .channel_events(channel, mains, from_ms, to_ms, limit)
+    }
+
     pub fn volumes(&self) -> Vec<VolumeStatus> {
         self.shared.volumes.iter().map(|v| v.status()).collect()
     }

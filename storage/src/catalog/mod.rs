@@ -26,7 +26,12 @@ pub(crate) use segments::{
 /// Schema steps, in order: step *i* (0-based) takes `PRAGMA user_version` from *i* to *i* + 1.
 /// A new schema change appends a step here (never edits a shipped one); each step runs in one
 /// transaction with the version bump, so a crash mid-upgrade leaves the previous version intact.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2_TAKEOVER, AUDIO_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2_TAKEOVER, AUDIO_V3, EVENT_TIME_V4];
+
+/// Events are read by time range, newest first (a channel's timeline), not only by id.
+const EVENT_TIME_V4: &str = r#"
+CREATE INDEX event_time ON event (time_ms);
+"#;
 
 /// Segments may hold an audio track: its codec name and sample entry (NULL: video only).
 const AUDIO_V3: &str = r#"
