@@ -288,6 +288,7 @@ fn write_anchor(dir: &Path, a: &Anchor) -> Result<()> {
     let text = serde_json::to_vec_pretty(a).map_err(|e| DbError::Invalid(format!("encoding {}: {e}", path.display())))?;
     let mut f = std::fs::File::create(&tmp).map_err(|e| err("creating", &tmp, e))?;
     f.write_all(&text).and_then(|_| f.sync_all()).map_err(|e| err("writing", &tmp, e))?;
+    owned_like_dir(dir, &tmp)?;
     std::fs::rename(&tmp, &path).map_err(|e| err("renaming to", &path, e))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err("syncing", dir, e))
 }
@@ -304,6 +305,7 @@ fn anchor_key(dir: &Path) -> Result<[u8; 32]> {
             match o.write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
                     f.write_all(&key).and_then(|_| f.sync_all()).map_err(|e| DbError::Invalid(format!("writing {}: {e}", path.display())))?;
+                    owned_like_dir(dir, &path)?;
                     Ok(key)
                 }
                 // Another process made it first: use theirs.
@@ -323,6 +325,7 @@ fn lock(dir: &Path, exclusive: bool) -> Result<std::fs::File> {
     let mut o = std::fs::OpenOptions::new();
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
     let f = o.read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| DbError::Invalid(format!("opening {}: {e}", path.display())))?;
+    owned_like_dir(dir, &path)?;
     loop {
         // SAFETY: flock on a descriptor this function owns; no memory is shared.
         let r = unsafe { libc::flock(f.as_raw_fd(), if exclusive { libc::LOCK_EX } else { libc::LOCK_SH }) };
@@ -334,6 +337,18 @@ fn lock(dir: &Path, exclusive: bool) -> Result<std::fs::File> {
             return Err(DbError::Invalid(format!("locking {}: {e}", path.display())));
         }
     }
+}
+
+/// Run as root (`sudo understudy audit`), gives a file made in `state_dir` to the directory's
+/// owner, so the service's own user can still append afterwards.
+fn owned_like_dir(dir: &Path, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let m = std::fs::metadata(dir).map_err(|e| DbError::Invalid(format!("reading {}: {e}", dir.display())))?;
+    std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid())).map_err(|e| DbError::Invalid(format!("giving {} to the owner of {}: {e}", path.display(), dir.display())))
 }
 
 /// HMAC-SHA256 (RFC 2104) of `msg` with a 32-byte key.
