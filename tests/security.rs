@@ -420,3 +420,66 @@ fn audit_verify_names_an_altered_entry() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("entry 3"), "{err}");
 }
+
+/// The newest entries are anchored outside the database (`state_dir/audit.head`): deleting the
+/// newest row makes `audit --verify` fail and say how many are gone, and appending on does not
+/// hide it. Reading the trail with the CLI is itself an entry, as `GET /api/audit` is.
+#[test]
+fn audit_anchor_names_removed_newest_entries_and_cli_reads_are_recorded() {
+    let setup = Setup::new(2, "", "");
+    setup.add_user("dora", "viewer", "1", "dora-password");
+    setup.cli(&["audit"]);
+    let entries = |setup: &Setup| -> Vec<serde_json::Value> { setup.cli(&["audit", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let audit = entries(&setup);
+    let read = audit.iter().find(|e| e["action"] == "audit_read").unwrap_or_else(|| panic!("the CLI's read is not in the trail: {audit:#?}"));
+    assert!(read["user"].as_str().is_some_and(|u| u.starts_with("cli:") && u.len() > 4) && read["detail"]["source"] == "cli" && read["ip"] == "local", "{read}");
+    let ok = setup.cli_stdin(&["audit", "--verify"], "");
+    assert!(ok.is_empty());
+
+    let db = rusqlite::Connection::open(setup.dir.path().join("state").join("catalog.db")).unwrap();
+    let rows: i64 = db.query_row("SELECT count(*) FROM auth_audit", [], |r| r.get(0)).unwrap();
+    db.execute("DELETE FROM auth_audit WHERE id = (SELECT max(id) FROM auth_audit)", []).unwrap();
+    let verify = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_understudy")).args(["audit", "--verify", "--config"]).arg(&setup.config).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = verify();
+    let said = format!("the newest 1 entries were removed: the anchor says {rows} entries, the table has {}", rows - 1);
+    assert!(!ok && err.contains(&said), "{err}");
+    // That verify appended its own entry; the finding stays.
+    let (ok, err) = verify();
+    assert!(!ok && err.contains(&said) && err.contains("found when appending"), "{err}");
+}
+
+/// A playback's entry counts the bytes actually served over all its Range requests (not the
+/// file's size), and a signed export (`sign=1`) is recorded as `export`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_counts_bytes_served_and_names_exports() {
+    let sim = camsim(&[H264]).await;
+    let setup = Setup::new(2, "segment_duration = \"2s\"", &format!("[[camera]]\nchannel = 1\nurl = \"{}\"\n", sim.url(1)));
+    let mut child = start(&setup);
+    let ok = wait_until_async(Duration::from_secs(60), || setup.try_recordings(1).is_some_and(|r| r.len() >= 2)).await;
+    assert!(ok, "no footage\n{}", setup.log());
+    let path = "/api/channels/1/play.mp4?from=now-10m";
+    let mut total = 0;
+    for range in ["bytes=0-999", "bytes=1000-1999"] {
+        let a = setup.request("GET", path, &[bearer(&setup.token), format!("Range: {range}")], b"").unwrap();
+        assert_eq!((a.status, a.body.len()), (206, 1000), "{}", a.head);
+        total = a.header("content-range").and_then(|v| v.rsplit('/').next()?.parse::<u64>().ok()).unwrap();
+    }
+    assert!(total > 2000, "the file is larger than what was asked: {total}");
+    let export = setup.request("GET", &format!("{path}&sign=1"), &[bearer(&setup.token)], b"").unwrap();
+    assert_eq!(export.status, 200, "{}", export.text());
+    sigterm(&mut child);
+    sim.shutdown().await;
+
+    let audit: Vec<serde_json::Value> = setup.cli(&["audit", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let plays: Vec<_> = audit.iter().filter(|e| e["action"] == "playback").collect();
+    assert_eq!(plays.len(), 1, "one playback entry for both Range requests: {audit:#?}");
+    assert_eq!((plays[0]["bytes"].as_u64(), plays[0]["detail"]["requests"].as_u64()), (Some(2000), Some(2)), "{}", plays[0]);
+    let exports: Vec<_> = audit.iter().filter(|e| e["action"] == "export").collect();
+    assert_eq!(exports.len(), 1, "{audit:#?}");
+    let e = exports[0];
+    assert_eq!((e["channel"].as_u64(), e["detail"]["from"].as_str(), e["result"].as_str()), (Some(1), Some("now-10m"), Some("ok")), "{e}");
+    setup.cli(&["audit", "--verify"]);
+}

@@ -125,8 +125,8 @@ fn last_modified(p: &Playback) -> String {
 }
 
 /// A body streaming `[start, end)` of the virtual file; the reading happens on a blocking
-/// thread that stops as soon as the client goes away.
-pub fn stream_body(p: Arc<Playback>, start: u64, end: u64, slot: Option<ViewerSlot>) -> Body {
+/// thread that stops as soon as the client goes away. `served` counts what it hands on.
+pub fn stream_body(p: Arc<Playback>, start: u64, end: u64, slot: Option<ViewerSlot>, served: super::trail::Served) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
     tokio::task::spawn_blocking(move || {
         let r = p.mp4.read_range(start, end, CHUNK, &mut |buf| {
@@ -140,8 +140,12 @@ pub fn stream_body(p: Arc<Playback>, start: u64, end: u64, slot: Option<ViewerSl
             }
         }
     });
-    let stream = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
-        rx.recv().await.map(|item| (item, (rx, slot)))
+    let stream = futures::stream::unfold((rx, slot, served), |(mut rx, slot, served)| async move {
+        let item = rx.recv().await?;
+        if let Ok(b) = &item {
+            served.add(b.len());
+        }
+        Some((item, (rx, slot, served)))
     });
     Body::from_stream(stream)
 }
@@ -150,6 +154,8 @@ pub fn stream_body(p: Arc<Playback>, start: u64, end: u64, slot: Option<ViewerSl
 pub fn serve_file(p: Arc<Playback>, headers: &HeaderMap, content_type: &str, slot: ViewerSlot) -> Result<Response, ApiError> {
     let len = p.mp4.len();
     let tag = etag(&p);
+    // The bytes actually streamed, for the playback's audit entry (see `trail`).
+    let served = super::trail::Served::default();
     let builder = Response::builder()
         .header(header::CONTENT_TYPE, content_type)
         .header(header::ACCEPT_RANGES, "bytes")
@@ -181,10 +187,11 @@ pub fn serve_file(p: Arc<Playback>, headers: &HeaderMap, content_type: &str, slo
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))
                 .header(header::CONTENT_LENGTH, end - start + 1)
-                .body(stream_body(p, start, end + 1, Some(slot)))
+                .extension(served.clone())
+                .body(stream_body(p, start, end + 1, Some(slot), served))
         }
         // No Range, or several (which a server may answer with the whole representation).
-        _ => builder.header(header::CONTENT_LENGTH, len).body(stream_body(p, 0, len, Some(slot))),
+        _ => builder.header(header::CONTENT_LENGTH, len).extension(served.clone()).body(stream_body(p, 0, len, Some(slot), served)),
     };
     resp.map_err(internal)
 }

@@ -143,6 +143,11 @@ impl AuthDb {
         Ok(AuthDb { path, conn: Mutex::new(conn) })
     }
 
+    /// `state_dir/catalog.db`.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
