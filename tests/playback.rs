@@ -249,8 +249,9 @@ fn concurrent_ranges_and_parameter_changes() {
     assert_eq!(code, 206, "{head}");
     assert_eq!(header_value(&head, "x-understudy-start"), Some(format_90k(T0 + 90_000)), "{head}");
     assert_eq!(header_value(&head, "x-understudy-stopped-at"), Some(format_90k(change)), "{head}");
-    // ... and so does the audit entry of that playback.
-    let audited = wait_until(Duration::from_secs(20), || {
+    // ... and so does the audit entry of that playback (written when the playback ends: 30 s
+    // after its last response, see src/api/trail.rs).
+    let audited = wait_until(Duration::from_secs(90), || {
         setup.api_get("/api/audit").is_some_and(|a| {
             a["entries"].as_array().is_some_and(|es| es.iter().any(|e| e["action"] == "playback" && e["detail"]["stopped_at_params_change"] == format_90k(change)))
         })

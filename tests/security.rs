@@ -468,7 +468,10 @@ async fn audit_counts_bytes_served_and_names_exports() {
         total = a.header("content-range").and_then(|v| v.rsplit('/').next()?.parse::<u64>().ok()).unwrap();
     }
     assert!(total > 2000, "the file is larger than what was asked: {total}");
-    let export = setup.request("GET", &format!("{path}&sign=1"), &[bearer(&setup.token)], b"").unwrap();
+    // A signed export needs an explicit end no later than the durable footage: the first
+    // (closed) segment's end.
+    let to = understudy::commands::time::format_90k(setup.recordings(1)[0]["end_90k"].as_i64().unwrap());
+    let export = setup.request("GET", &format!("{path}&to={to}&sign=1"), &[bearer(&setup.token)], b"").unwrap();
     assert_eq!(export.status, 200, "{}", export.text());
     sigterm(&mut child);
     sim.shutdown().await;
